@@ -1,0 +1,164 @@
+//! The storage integration object, exactly as import jobs carry it. Pure data: the
+//! storage crate validates it and turns it into credentials; secrets appear here only by
+//! reference (`secret_ref`), never by value.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an organisation's assets live and how the worker may reach them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum Integration {
+    /// AWS S3.
+    Aws(S3Integration),
+    /// MinIO and other S3-speaking services, at `endpoint`.
+    S3Compatible(S3Integration),
+    /// A directory on the worker's machine: local replay and development only.
+    Local(LocalIntegration),
+}
+
+impl Integration {
+    /// The organisation the integration belongs to, when it names one.
+    pub fn org_id(&self) -> Option<&str> {
+        match self {
+            Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.org_id),
+            Integration::Local(l) => l.org_id.as_deref(),
+        }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.id),
+            Integration::Local(l) => l.id.as_deref(),
+        }
+    }
+
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Integration::Aws(_) => "aws",
+            Integration::S3Compatible(_) => "s3_compatible",
+            Integration::Local(_) => "local",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Integration {
+    pub id: String,
+    pub org_id: String,
+    /// Required for `aws`; S3-compatible services often ignore it (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Base URL of an S3-compatible service, e.g. `https://minio.example.com:9000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    pub buckets: Vec<String>,
+    pub access: Access,
+}
+
+/// How the worker authenticates to the customer's storage.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Access {
+    /// STS AssumeRole into the customer's role. `external_id` is mandatory; it defaults
+    /// to empty here only so that its absence is refused by validation with a clear
+    /// message rather than a parse error.
+    IamDelegated {
+        role_arn: String,
+        #[serde(default)]
+        external_id: String,
+    },
+    /// A customer IAM user's static keys; the secret is looked up at `secret_ref`
+    /// (`env:NAME` or `file:PATH`).
+    IamUser { access_key_id: String, secret_ref: String },
+}
+
+impl fmt::Debug for Access {
+    // The ExternalId is not a secret in AWS's model, but it is what stops a confused
+    // deputy, so it stays out of logs along with everything else that authenticates.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Access::IamDelegated { role_arn, .. } => f
+                .debug_struct("IamDelegated")
+                .field("role_arn", role_arn)
+                .field("external_id", &"REDACTED")
+                .finish(),
+            Access::IamUser { access_key_id, secret_ref } => f
+                .debug_struct("IamUser")
+                .field("access_key_id", access_key_id)
+                .field("secret_ref", secret_ref)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalIntegration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    /// Asset URLs `local://a/b.jpg` resolve below this directory, never outside it.
+    pub root: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_shapes() {
+        let delegated: Integration = serde_json::from_value(serde_json::json!({
+            "id": "int-1", "org_id": "org-1", "provider": "aws", "region": "eu-west-1",
+            "buckets": ["b1"],
+            "access": {"type": "iam_delegated", "role_arn": "arn:aws:iam::123456789012:role/r", "external_id": "x"}
+        }))
+        .unwrap();
+        assert_eq!(delegated.org_id(), Some("org-1"));
+        assert!(
+            matches!(delegated, Integration::Aws(ref s) if matches!(s.access, Access::IamDelegated { .. }))
+        );
+
+        let user: Integration = serde_json::from_value(serde_json::json!({
+            "id": "int-2", "org_id": "org-1", "provider": "s3_compatible",
+            "endpoint": "http://127.0.0.1:9000", "path_style": true, "buckets": ["b"],
+            "access": {"type": "iam_user", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_ref": "env:S"}
+        }))
+        .unwrap();
+        assert_eq!(user.provider(), "s3_compatible");
+
+        let local: Integration =
+            serde_json::from_value(serde_json::json!({"provider": "local", "root": "fixtures/assets"}))
+                .unwrap();
+        assert_eq!(
+            local,
+            Integration::Local(LocalIntegration { id: None, org_id: None, root: "fixtures/assets".into() })
+        );
+    }
+
+    #[test]
+    fn a_secret_carried_by_value_is_refused() {
+        let r: Result<Integration, _> = serde_json::from_value(serde_json::json!({
+            "id": "i", "org_id": "o", "provider": "aws", "region": "us-east-1", "buckets": ["b"],
+            "access": {"type": "iam_user", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_ref": "env:S",
+                       "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+        }));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_external_id() {
+        let a = Access::IamDelegated {
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            external_id: "sekrit-ext".into(),
+        };
+        assert!(!format!("{a:?}").contains("sekrit-ext"));
+    }
+}

@@ -1,0 +1,367 @@
+//! Image extraction: display dimensions, EXIF orientation, frame and page counts, read
+//! from headers only. The `image` crate reads the dimensions; small walkers of our own
+//! read what it does not (frame counts, EXIF blobs, TIFF pages, HEIF boxes, SVG root).
+
+mod bmp;
+mod gif;
+mod heif;
+mod jpeg;
+mod png;
+mod svg;
+mod tiff;
+mod webp;
+
+use crate::SourceFile;
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
+
+use asset_core::{AssetMetadata, DataType, Limits};
+
+use crate::{Format, ProbeError, Result, Source};
+
+/// Most bytes of an EXIF blob we read to find the orientation: a JPEG APP1 segment is at
+/// most 64 KiB, and no other container needs more for IFD0.
+const MAX_EXIF_BYTES: u64 = 256 * 1024;
+
+/// What the format walkers found besides the stored dimensions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Extra {
+    /// Stored width and height as the walker read them, for when the `image` crate
+    /// rejects a valid file whose coding it does not support.
+    stored: Option<(u32, u32)>,
+    orientation: Option<u16>,
+    frame_count: Option<u64>,
+    page_count: Option<u32>,
+}
+
+pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
+    let mut meta = AssetMetadata::new(DataType::Image, format.mime(), src.size());
+    let (stored, extra) = match format {
+        Format::Jpeg => {
+            let header = jpeg::walk(&mut src.reader()?, src.size(), limits)?;
+            let dims = dimensions(Cursor::new(header.minimal), image::ImageFormat::Jpeg, "JPEG", limits);
+            let extra = Extra { stored: header.stored, orientation: header.orientation, ..Extra::default() };
+            (Some(or_walked(dims, &extra)?), extra)
+        }
+        Format::Png => {
+            let extra = png::walk(&mut seeking_reader(src)?, limits)?;
+            (Some(dimensions(src.reader()?, image::ImageFormat::Png, "PNG", limits)?), extra)
+        }
+        Format::Gif => {
+            let extra = gif::walk(&mut src.reader()?, limits)?;
+            (Some(dimensions(src.reader()?, image::ImageFormat::Gif, "GIF", limits)?), extra)
+        }
+        Format::WebP => {
+            let extra = webp::walk(&mut seeking_reader(src)?, src.size(), limits)?;
+            (Some(dimensions(src.reader()?, image::ImageFormat::WebP, "WebP", limits)?), extra)
+        }
+        Format::Bmp => {
+            bmp::check_length(&mut src.reader()?, src.size())?;
+            let dims = dimensions(src.reader()?, image::ImageFormat::Bmp, "BMP", limits)?;
+            (Some(dims), Extra::default())
+        }
+        Format::Tiff => {
+            let extra = tiff::walk(&mut src.reader()?, src.size(), limits)?;
+            let dims = dimensions(src.reader()?, image::ImageFormat::Tiff, "TIFF", limits);
+            (Some(or_walked(dims, &extra)?), extra)
+        }
+        Format::Avif | Format::Heic => {
+            let name = if format == Format::Avif { "AVIF" } else { "HEIF" };
+            let info = heif::walk(&mut seeking_reader(src)?, src.size(), name, limits)?;
+            check_limits(info.width, info.height, limits)?;
+            // The HEIF transforms (clap, irot) are already applied: MIAF readers ignore the
+            // EXIF orientation, so it is reported but swaps nothing.
+            meta.width = Some(info.width);
+            meta.height = Some(info.height);
+            meta.orientation = info.orientation;
+            (None, Extra::default())
+        }
+        Format::Svg => {
+            if let Some((w, h)) = svg::dimensions(src.reader()?, limits)? {
+                meta.width = Some(w);
+                meta.height = Some(h);
+            }
+            (None, Extra::default())
+        }
+        other => return Err(ProbeError::unsupported(format!("{other:?} is not an image format"))),
+    };
+    if let Some((w, h)) = stored {
+        check_limits(w, h, limits)?;
+        let (w, h) = display_dimensions(w, h, extra.orientation);
+        meta.width = Some(w);
+        meta.height = Some(h);
+    }
+    meta.orientation = meta.orientation.or(extra.orientation);
+    meta.frame_count = extra.frame_count;
+    meta.page_count = extra.page_count;
+    Ok(meta)
+}
+
+/// The `image` crate's dimensions, or the walker's when the crate refuses a coding it
+/// does not implement (arithmetic-coded JPEG, CIELab TIFF) though the header is sound.
+fn or_walked(dims: Result<(u32, u32)>, extra: &Extra) -> Result<(u32, u32)> {
+    match (dims, extra.stored) {
+        (Err(ProbeError::Unsupported { .. } | ProbeError::Corrupt { .. }), Some(stored)) => Ok(stored),
+        (dims, _) => dims,
+    }
+}
+
+/// Orientations 5–8 transpose the image: the stored width is displayed as the height.
+fn display_dimensions(w: u32, h: u32, orientation: Option<u16>) -> (u32, u32) {
+    match orientation {
+        Some(5..=8) => (h, w),
+        _ => (w, h),
+    }
+}
+
+fn check_limits(w: u32, h: u32, limits: &Limits) -> Result<()> {
+    if w > limits.max_dimension || h > limits.max_dimension {
+        return Err(ProbeError::TooLarge {
+            what: format!("declared image side of {} pixels", w.max(h)),
+            limit: u64::from(limits.max_dimension),
+        });
+    }
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > limits.max_pixels {
+        return Err(ProbeError::TooLarge {
+            what: format!("declared image of {w}x{h} pixels"),
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Stored dimensions from the `image` crate's decoder, which parses the header only
+/// (`into_dimensions` never allocates the pixel buffer).
+fn dimensions<R: BufRead + Seek>(
+    reader: R,
+    format: image::ImageFormat,
+    name: &'static str,
+    limits: &Limits,
+) -> Result<(u32, u32)> {
+    let mut reader = image::ImageReader::with_format(reader, format);
+    let mut image_limits = image::Limits::default();
+    image_limits.max_image_width = Some(limits.max_dimension);
+    image_limits.max_image_height = Some(limits.max_dimension);
+    image_limits.max_alloc = Some(limits.max_memory_bytes);
+    reader.limits(image_limits);
+    reader.into_dimensions().map_err(|e| classify(name, e, limits))
+}
+
+/// Folds the `image` crate's error into ours, telling a cut file from a corrupt one by
+/// the I/O error underneath where there is one.
+fn classify(name: &'static str, err: image::ImageError, limits: &Limits) -> ProbeError {
+    use image::ImageError;
+    match err {
+        ImageError::Limits(e) => ProbeError::TooLarge {
+            what: format!("{name} image ({e})"),
+            limit: u64::from(limits.max_dimension),
+        },
+        ImageError::Unsupported(e) => ProbeError::unsupported(format!("{name} variant: {e}")),
+        ImageError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => ProbeError::truncated(name, e),
+        ImageError::IoError(e) => ProbeError::Io(e),
+        other => {
+            if caused_by_eof(&other) {
+                ProbeError::truncated(name, other)
+            } else {
+                ProbeError::corrupt(name, other)
+            }
+        }
+    }
+}
+
+fn caused_by_eof(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::UnexpectedEof) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The orientation tag (1–8) of IFD0 in a TIFF-structured EXIF blob. A blob that does
+/// not parse, or a value out of range, gives `None`: a broken EXIF block does not make
+/// the image undisplayable.
+fn exif_orientation(tiff: Vec<u8>) -> Option<u16> {
+    let exif = exif::Reader::new().read_raw(tiff).ok()?;
+    let field = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)?;
+    let value = field.value.get_uint(0)?;
+    (1..=8).contains(&value).then_some(value as u16)
+}
+
+/// `read_exact` that reports a short file as [`ProbeError::Truncated`].
+fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], format: &'static str, what: &str) -> Result<()> {
+    r.read_exact(buf).map_err(|e| eof_is_truncation(e, format, what))
+}
+
+fn eof_is_truncation(e: io::Error, format: &'static str, what: &str) -> ProbeError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ProbeError::truncated(format, format!("the file ends inside {what}"))
+    } else {
+        ProbeError::Io(e)
+    }
+}
+
+fn read_array<const N: usize, R: Read>(r: &mut R, format: &'static str, what: &str) -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    read_exact(r, &mut buf, format, what)?;
+    Ok(buf)
+}
+
+/// Reads `len` bytes into a new buffer, growing it only as the bytes arrive, so a
+/// declared length never allocates more than the file holds. Callers bound `len`.
+fn read_vec<R: Read>(r: &mut R, len: u64, format: &'static str, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(len).read_to_end(&mut buf).map_err(|e| eof_is_truncation(e, format, what))?;
+    if (buf.len() as u64) < len {
+        return Err(ProbeError::truncated(format, format!("the file ends inside {what}")));
+    }
+    Ok(buf)
+}
+
+/// Skips `n` bytes: from the buffer when they are there, else by seeking, so large
+/// chunks are never read. A skip past the end of the file is a truncation.
+fn skip<R: BufRead + Seek>(r: &mut R, n: u64, format: &'static str, what: &str) -> Result<()> {
+    let buffered = r.fill_buf()?.len();
+    if n <= buffered as u64 {
+        r.consume(n as usize);
+        return Ok(());
+    }
+    r.consume(buffered);
+    let rest = n - buffered as u64;
+    let pos = r.stream_position()?;
+    let end = r.seek(SeekFrom::End(0))?;
+    match pos.checked_add(rest) {
+        Some(target) if target <= end => {
+            r.seek(SeekFrom::Start(target))?;
+            Ok(())
+        }
+        _ => Err(ProbeError::truncated(format, format!("the file ends inside {what}"))),
+    }
+}
+
+/// A reader for walks that mostly seek over large chunks: a small buffer, so that
+/// reading a chunk header does not read kilobytes of the chunk it then skips.
+fn seeking_reader(src: &Source) -> Result<BufReader<SourceFile>> {
+    Ok(BufReader::with_capacity(512, src.file()?))
+}
+
+/// Counts walked items (chunks, blocks, IFDs) against `limits.max_items`.
+struct Budget {
+    left: u64,
+    limit: u64,
+    format: &'static str,
+}
+
+impl Budget {
+    fn new(limits: &Limits, format: &'static str) -> Self {
+        Budget { left: limits.max_items, limit: limits.max_items, format }
+    }
+
+    fn spend(&mut self) -> Result<()> {
+        if self.left == 0 {
+            return Err(ProbeError::TooLarge {
+                what: format!("the number of {} structures walked", self.format),
+                limit: self.limit,
+            });
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orientations_five_to_eight_swap() {
+        for o in 1..=4 {
+            assert_eq!(display_dimensions(65, 33, Some(o)), (65, 33));
+        }
+        for o in 5..=8 {
+            assert_eq!(display_dimensions(65, 33, Some(o)), (33, 65));
+        }
+        assert_eq!(display_dimensions(65, 33, None), (65, 33));
+    }
+
+    #[test]
+    fn limits_reject_huge_declarations() {
+        let limits = Limits::default();
+        assert!(check_limits(100, 100, &limits).is_ok());
+        let err = check_limits(100_000, 100_000, &limits).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large");
+        let err = check_limits(limits.max_dimension + 1, 1, &limits).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large");
+    }
+
+    fn image_fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets/image");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e != "md"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 30, "image fixtures missing from {}", dir.display());
+        files
+    }
+
+    fn probe_bytes(bytes: &[u8]) -> Result<AssetMetadata> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        // In place, without the panic boundary: a panic must fail this test.
+        crate::probe_in_place(f.path(), &Limits::default())
+    }
+
+    /// Formats with an end marker (EOI, IEND, trailer, RIFF size) must call every cut
+    /// file an error; the others must at least answer without panicking.
+    #[test]
+    fn every_prefix_of_every_fixture_answers_without_panic() {
+        for (name, bytes) in image_fixtures() {
+            let has_end_marker = [".jpg", ".png", ".gif", ".webp", ".bmp"].iter().any(|e| name.ends_with(e));
+            let step = (bytes.len() / 300).max(1);
+            for cut in (0..bytes.len()).step_by(step) {
+                let result = probe_bytes(&bytes[..cut]);
+                let still_detected = crate::detect::detect(&bytes[..cut]) == crate::detect::detect(&bytes);
+                if has_end_marker && still_detected {
+                    assert!(result.is_err(), "{name} cut at {cut} gave {result:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_fixtures_answer_without_panic() {
+        for (name, bytes) in image_fixtures() {
+            let step = (bytes.len() / 200).max(1);
+            for at in (0..bytes.len()).step_by(step) {
+                for value in [0x00, 0xFF, bytes[at] ^ 0x01] {
+                    let mut m = bytes.clone();
+                    m[at] = value;
+                    let _ = probe_bytes(&m).map_err(|e| (name.clone(), at, e));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skip_uses_the_buffer_then_seeks_and_notices_the_end() {
+        let mut r = BufReader::with_capacity(4, Cursor::new((0u8..20).collect::<Vec<u8>>()));
+        skip(&mut r, 2, "PNG", "x").unwrap();
+        assert_eq!(read_array::<1, _>(&mut r, "PNG", "x").unwrap(), [2]);
+        skip(&mut r, 10, "PNG", "x").unwrap();
+        assert_eq!(read_array::<1, _>(&mut r, "PNG", "x").unwrap(), [13]);
+        skip(&mut r, 6, "PNG", "x").unwrap();
+        assert_eq!(skip(&mut r, 1, "PNG", "x").unwrap_err().code().as_str(), "truncated");
+    }
+
+    #[test]
+    fn read_vec_stops_at_the_end_of_the_file() {
+        let mut r = Cursor::new(vec![1u8, 2, 3]);
+        let err = read_vec(&mut r, 10, "PNG", "a chunk").unwrap_err();
+        assert_eq!(err.code().as_str(), "truncated");
+    }
+}

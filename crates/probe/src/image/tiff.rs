@@ -1,0 +1,242 @@
+//! TIFF IFD chain walk (classic and BigTIFF): the page count (IFDs that are not
+//! reduced-resolution copies) and the orientation tag of IFD0. Offsets past the end of
+//! the file are a truncation; an IFD that points back into the chain is corrupt.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Seek, SeekFrom};
+
+use asset_core::Limits;
+
+use super::{Budget, Extra, read_array};
+use crate::{ProbeError, Result};
+
+const NAME: &str = "TIFF";
+const NEW_SUBFILE_TYPE: u16 = 0x00FE;
+const ORIENTATION: u16 = 0x0112;
+const IMAGE_WIDTH: u16 = 0x0100;
+const IMAGE_LENGTH: u16 = 0x0101;
+const SHORT: u16 = 3;
+const LONG: u16 = 4;
+const LONG8: u16 = 16;
+/// Bit 0 of NewSubfileType: a reduced-resolution version of another image (thumbnail).
+const REDUCED_RESOLUTION: u32 = 1;
+const MAX_BIGTIFF_ENTRIES: u64 = 1 << 20;
+/// Most IFDs followed: the set of visited offsets (loop detection) stays a few MiB.
+const MAX_IFDS: usize = 100_000;
+
+#[derive(Clone, Copy)]
+struct Layout {
+    big_endian: bool,
+    big_tiff: bool,
+}
+
+impl Layout {
+    fn u16(self, b: [u8; 2]) -> u16 {
+        if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
+    }
+
+    fn u32(self, b: [u8; 4]) -> u32 {
+        if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+    }
+
+    fn u64(self, b: [u8; 8]) -> u64 {
+        if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
+    }
+
+    /// An offset: 4 bytes in classic TIFF, 8 in BigTIFF.
+    fn offset<R: BufRead>(self, r: &mut R) -> Result<u64> {
+        if self.big_tiff {
+            Ok(self.u64(read_array(r, NAME, "an offset")?))
+        } else {
+            Ok(u64::from(self.u32(read_array(r, NAME, "an offset")?)))
+        }
+    }
+}
+
+pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Extra> {
+    let head: [u8; 4] = read_array(r, NAME, "the header")?;
+    let big_endian = match &head[..2] {
+        b"II" => false,
+        b"MM" => true,
+        _ => return Err(ProbeError::corrupt(NAME, "bad byte-order mark")),
+    };
+    let mut layout = Layout { big_endian, big_tiff: false };
+    match layout.u16([head[2], head[3]]) {
+        42 => {}
+        43 => {
+            layout.big_tiff = true;
+            let sizes: [u8; 4] = read_array(r, NAME, "the BigTIFF header")?;
+            if layout.u16([sizes[0], sizes[1]]) != 8 {
+                return Err(ProbeError::corrupt(NAME, "BigTIFF offset size is not 8"));
+            }
+        }
+        v => return Err(ProbeError::corrupt(NAME, format!("bad version {v}"))),
+    }
+    let mut next = layout.offset(r)?;
+    let mut seen = HashSet::new();
+    let mut budget = Budget::new(limits, NAME);
+    let mut pages: u32 = 0;
+    let mut extra = Extra::default();
+    while next != 0 {
+        budget.spend()?;
+        if next >= file_size {
+            return Err(ProbeError::truncated(
+                NAME,
+                format!("an IFD at offset {next}, past the end of the file"),
+            ));
+        }
+        if seen.len() >= MAX_IFDS {
+            return Err(ProbeError::TooLarge { what: "the TIFF IFD chain".into(), limit: MAX_IFDS as u64 });
+        }
+        if !seen.insert(next) {
+            return Err(ProbeError::corrupt(NAME, format!("the IFD chain loops back to offset {next}")));
+        }
+        r.seek(SeekFrom::Start(next))?;
+        let ifd = read_ifd(r, layout)?;
+        if seen.len() == 1 {
+            extra.orientation = ifd.orientation;
+            extra.stored = ifd.width.zip(ifd.height);
+        }
+        if ifd.subfile_type & REDUCED_RESOLUTION == 0 {
+            pages = pages.saturating_add(1);
+        }
+        next = ifd.next;
+    }
+    if seen.is_empty() {
+        return Err(ProbeError::corrupt(NAME, "no image file directory"));
+    }
+    extra.page_count = (pages > 1).then_some(pages);
+    Ok(extra)
+}
+
+struct Ifd {
+    subfile_type: u32,
+    orientation: Option<u16>,
+    width: Option<u32>,
+    height: Option<u32>,
+    next: u64,
+}
+
+fn read_ifd<R: BufRead>(r: &mut R, layout: Layout) -> Result<Ifd> {
+    let count = if layout.big_tiff {
+        layout.u64(read_array(r, NAME, "an IFD entry count")?)
+    } else {
+        u64::from(layout.u16(read_array(r, NAME, "an IFD entry count")?))
+    };
+    if count > MAX_BIGTIFF_ENTRIES {
+        return Err(ProbeError::corrupt(NAME, format!("an IFD declares {count} entries")));
+    }
+    let mut ifd = Ifd { subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
+    for _ in 0..count {
+        let (tag, kind, value) = if layout.big_tiff {
+            let e: [u8; 20] = read_array(r, NAME, "an IFD entry")?;
+            let mut value = [0u8; 8];
+            value.copy_from_slice(&e[12..20]);
+            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), value)
+        } else {
+            let e: [u8; 12] = read_array(r, NAME, "an IFD entry")?;
+            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), [e[8], e[9], e[10], e[11], 0, 0, 0, 0])
+        };
+        // The values we read sit inline (left-justified) in the entry: one SHORT, LONG
+        // or (BigTIFF) LONG8.
+        let inline = |kind: u16| match kind {
+            SHORT => Some(u32::from(layout.u16([value[0], value[1]]))),
+            LONG => Some(layout.u32([value[0], value[1], value[2], value[3]])),
+            LONG8 if layout.big_tiff => u32::try_from(layout.u64(value)).ok(),
+            _ => None,
+        };
+        match tag {
+            NEW_SUBFILE_TYPE => ifd.subfile_type = inline(kind).unwrap_or(0),
+            IMAGE_WIDTH => ifd.width = inline(kind),
+            IMAGE_LENGTH => ifd.height = inline(kind),
+            ORIENTATION => {
+                ifd.orientation = inline(kind).filter(|o| (1..=8).contains(o)).map(|o| o as u16);
+            }
+            _ => {}
+        }
+    }
+    ifd.next = layout.offset(r)?;
+    Ok(ifd)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// Little-endian classic TIFF whose IFDs each hold the given (tag, type, value)
+    /// entries, chained in order.
+    fn tiff(ifds: &[&[(u16, u16, u32)]]) -> Vec<u8> {
+        let mut f = b"II\x2a\0\x08\0\0\0".to_vec();
+        for (i, entries) in ifds.iter().enumerate() {
+            f.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+            for &(tag, kind, value) in *entries {
+                f.extend_from_slice(&tag.to_le_bytes());
+                f.extend_from_slice(&kind.to_le_bytes());
+                f.extend_from_slice(&1u32.to_le_bytes());
+                if kind == SHORT {
+                    f.extend_from_slice(&(value as u16).to_le_bytes());
+                    f.extend_from_slice(&[0, 0]);
+                } else {
+                    f.extend_from_slice(&value.to_le_bytes());
+                }
+            }
+            let next = if i + 1 < ifds.len() { f.len() as u32 + 4 } else { 0 };
+            f.extend_from_slice(&next.to_le_bytes());
+        }
+        f
+    }
+
+    fn run(bytes: Vec<u8>) -> Result<Extra> {
+        let size = bytes.len() as u64;
+        walk(&mut Cursor::new(bytes), size, &Limits::default())
+    }
+
+    #[test]
+    fn counts_pages_and_skips_thumbnails() {
+        let page: &[(u16, u16, u32)] = &[(0x100, SHORT, 4)];
+        let thumb: &[(u16, u16, u32)] = &[(NEW_SUBFILE_TYPE, LONG, 1)];
+        let first: &[(u16, u16, u32)] =
+            &[(IMAGE_WIDTH, LONG, 70000), (IMAGE_LENGTH, SHORT, 9), (ORIENTATION, SHORT, 3)];
+        let e = run(tiff(&[first, page, thumb, page])).unwrap();
+        assert_eq!(e.page_count, Some(3));
+        assert_eq!(e.orientation, Some(3));
+        assert_eq!(e.stored, Some((70000, 9)));
+    }
+
+    #[test]
+    fn single_page_has_no_page_count() {
+        assert_eq!(run(tiff(&[&[(0x100, SHORT, 4)]])).unwrap().page_count, None);
+    }
+
+    #[test]
+    fn looping_chain_is_corrupt() {
+        let mut f = tiff(&[&[(0x100, SHORT, 4)]]);
+        let n = f.len();
+        f[n - 4..].copy_from_slice(&8u32.to_le_bytes());
+        assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
+    }
+
+    #[test]
+    fn ifd_past_the_end_is_truncated() {
+        let mut f = tiff(&[&[(0x100, SHORT, 4)]]);
+        let n = f.len();
+        f[n - 4..].copy_from_slice(&5000u32.to_le_bytes());
+        assert_eq!(run(f).unwrap_err().code().as_str(), "truncated");
+    }
+
+    #[test]
+    fn big_tiff_orientation() {
+        let mut f = b"MM\0\x2b\0\x08\0\0".to_vec();
+        f.extend_from_slice(&16u64.to_be_bytes());
+        f.extend_from_slice(&1u64.to_be_bytes());
+        f.extend_from_slice(&ORIENTATION.to_be_bytes());
+        f.extend_from_slice(&SHORT.to_be_bytes());
+        f.extend_from_slice(&1u64.to_be_bytes());
+        f.extend_from_slice(&[0, 6, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&0u64.to_be_bytes());
+        let e = run(f).unwrap();
+        assert_eq!((e.orientation, e.page_count), (Some(6), None));
+    }
+}

@@ -1,0 +1,247 @@
+//! Video containers (ISO BMFF/QuickTime, Matroska/WebM, AVI): display size, duration,
+//! frame count, frame rate and codec of the main video stream, read from headers only.
+//! A container with no video track but an audio track is reported as audio.
+
+mod avi;
+mod mkv;
+mod mp4;
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use asset_core::{AssetMetadata, DataType, Limits};
+
+use crate::{Format, ProbeError, Result, Source};
+
+pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
+    let streams = match format {
+        Format::IsoBmff | Format::QuickTime => mp4::probe(src, limits)?,
+        Format::Matroska => mkv::probe(src, limits)?,
+        Format::Avi => avi::probe(src, limits)?,
+        other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
+    };
+    streams.into_metadata(format, src.size())
+}
+
+/// The main video stream of a container, as the container's headers describe it.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct VideoStream {
+    /// Display size: already swapped for a 90/270° rotation.
+    width: u32,
+    height: u32,
+    frame_count: Option<u64>,
+    frame_rate: Option<f64>,
+    codec: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct AudioStream {
+    sample_rate: Option<u32>,
+    channels: Option<u32>,
+    codec: String,
+}
+
+/// What a container module found: its first video and first audio stream, the overall
+/// duration (ffprobe's "format duration": the longest stream) and, for Matroska, the
+/// DocType that picks the WebM MIME types.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Streams {
+    video: Option<VideoStream>,
+    audio: Option<AudioStream>,
+    duration_seconds: Option<f64>,
+    webm: bool,
+}
+
+impl Streams {
+    fn into_metadata(self, format: Format, size: u64) -> Result<AssetMetadata> {
+        let duration = self.duration_seconds.filter(|d| d.is_finite() && *d >= 0.0);
+        if let Some(v) = self.video {
+            let mime = match format {
+                Format::Matroska if self.webm => "video/webm",
+                other => other.mime(),
+            };
+            let mut m = AssetMetadata::new(DataType::Video, mime, size);
+            m.width = Some(v.width);
+            m.height = Some(v.height);
+            m.duration_seconds = duration;
+            m.frame_count = v.frame_count;
+            m.frame_rate = v.frame_rate.filter(|r| r.is_finite() && *r > 0.0);
+            m.codec = Some(v.codec);
+            return Ok(m);
+        }
+        if let Some(a) = self.audio {
+            let mime = match format {
+                Format::IsoBmff | Format::QuickTime => "audio/mp4",
+                Format::Matroska if self.webm => "audio/webm",
+                Format::Matroska => "audio/x-matroska",
+                _ => "audio/x-msvideo",
+            };
+            let mut m = AssetMetadata::new(DataType::Audio, mime, size);
+            m.duration_seconds = duration;
+            m.sample_rate = a.sample_rate;
+            m.channels = a.channels;
+            m.codec = Some(a.codec);
+            return Ok(m);
+        }
+        Err(ProbeError::unsupported(format!("{format:?} file with neither a video nor an audio track")))
+    }
+}
+
+/// Rounds a duration × rate product to a whole number of frames, refusing nonsense.
+fn frames_from(duration_seconds: f64, fps: f64) -> Option<u64> {
+    let n = (duration_seconds * fps).round();
+    (n.is_finite() && n >= 0.0 && n < u64::MAX as f64).then_some(n as u64)
+}
+
+fn io_or_truncated(e: io::Error, format: &'static str, what: &str) -> ProbeError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ProbeError::truncated(format, format!("the file ends inside {what}"))
+    } else {
+        ProbeError::Io(e)
+    }
+}
+
+/// Reads `len` bytes at `offset` into a fresh buffer, after checking `len` against the
+/// memory limit. The buffer grows only as bytes actually arrive, so a size that the file
+/// declares but does not hold never becomes an allocation.
+fn read_block<R: Read + Seek>(
+    r: &mut R,
+    offset: u64,
+    len: u64,
+    limits: &Limits,
+    format: &'static str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    if len > limits.max_memory_bytes {
+        return Err(ProbeError::TooLarge {
+            what: format!("{format} {what} of {len} bytes"),
+            limit: limits.max_memory_bytes,
+        });
+    }
+    r.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    r.take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(ProbeError::truncated(format, format!("the file ends inside {what}")));
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_only_streams_become_audio_metadata() {
+        let s = Streams {
+            audio: Some(AudioStream { sample_rate: Some(48_000), channels: Some(1), codec: "opus".into() }),
+            duration_seconds: Some(1.5),
+            webm: true,
+            ..Streams::default()
+        };
+        let m = s.into_metadata(Format::Matroska, 10).unwrap();
+        assert_eq!(m.data_type, DataType::Audio);
+        assert_eq!(m.mime, "audio/webm");
+        assert_eq!(m.sample_rate, Some(48_000));
+        assert_eq!(m.frame_count, None);
+    }
+
+    /// Runs a container parser straight on bytes, without the panic boundary of
+    /// `crate::probe`, so that a panic fails the test.
+    fn parse_bytes(format: Format, bytes: &[u8]) -> Result<Streams> {
+        let limits = Limits::default();
+        let size = bytes.len() as u64;
+        let mut cursor = io::Cursor::new(bytes);
+        match format {
+            Format::Matroska => mkv::probe_bytes(bytes, &limits),
+            Format::Avi => avi::probe_reader(&mut cursor, size, &limits),
+            _ => mp4::probe_reader(&mut cursor, size, &limits),
+        }
+    }
+
+    /// Every video fixture, cut at many lengths and with bytes flipped, gives values or
+    /// a typed error: never a panic. Cuts inside the headers must say `truncated`.
+    #[test]
+    fn truncated_and_mutated_fixtures_never_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets/video");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let Some(format) = crate::detect::detect(&bytes).filter(|f| f.data_type() == DataType::Video)
+            else {
+                continue;
+            };
+            seen += 1;
+            assert!(parse_bytes(format, &bytes).is_ok(), "{} does not parse whole", path.display());
+            let step = (bytes.len() / 97).max(1);
+            for cut in (0..bytes.len()).step_by(step).chain(0..bytes.len().min(300)) {
+                if let Err(e) = parse_bytes(format, &bytes[..cut]) {
+                    let code = e.code().as_str();
+                    assert!(
+                        matches!(code, "truncated" | "corrupt_file" | "unsupported_format"),
+                        "{} cut at {cut}: {e}",
+                        path.display()
+                    );
+                }
+            }
+            // Deterministic xorshift: flip bytes anywhere, headers included.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ bytes.len() as u64;
+            for _ in 0..300 {
+                let mut m = bytes.clone();
+                for _ in 0..4 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let at = (x % m.len() as u64) as usize;
+                    m[at] ^= (x >> 32) as u8 | 1;
+                }
+                let _ = parse_bytes(format, &m);
+            }
+        }
+        assert!(seen >= 10, "only {seen} video fixtures found");
+    }
+
+    /// A 5 GiB MP4 (sparse on disk) whose moov follows the mdat: the mdat is stepped
+    /// over by seeking, so the probe reads a few KiB and answers at once.
+    #[test]
+    fn a_multi_gigabyte_sparse_mp4_is_probed_from_its_headers() {
+        use std::io::Write;
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/assets/video/moov-at-end.mp4");
+        let bytes = std::fs::read(fixture).unwrap();
+        let (ftyp, moov) = (&bytes[..32], &bytes[5591..]);
+        assert_eq!(&moov[4..8], b"moov");
+        let mdat_len = 5u64 << 30;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(ftyp).unwrap();
+        f.write_all(&1u32.to_be_bytes()).unwrap();
+        f.write_all(b"mdat").unwrap();
+        f.write_all(&(mdat_len + 16).to_be_bytes()).unwrap();
+        f.as_file().set_len(32 + 16 + mdat_len).unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        f.write_all(moov).unwrap();
+        f.flush().unwrap();
+        let started = std::time::Instant::now();
+        let m = crate::probe(f.path(), &Limits::default()).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(m.size_bytes, 32 + 16 + mdat_len + moov.len() as u64);
+        assert_eq!((m.width, m.height, m.frame_count), (Some(160), Some(90), Some(50)));
+    }
+
+    #[test]
+    fn no_stream_at_all_is_unsupported() {
+        let err = Streams::default().into_metadata(Format::IsoBmff, 0).unwrap_err();
+        assert_eq!(err.code().as_str(), "unsupported_format");
+    }
+
+    #[test]
+    fn read_block_refuses_more_than_the_memory_limit_and_reports_short_files() {
+        let limits = Limits { max_memory_bytes: 16, ..Limits::default() };
+        let mut r = io::Cursor::new(vec![0u8; 10]);
+        let err = read_block(&mut r, 0, 1 << 40, &limits, "MP4", "moov").unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large");
+        let err = read_block(&mut r, 4, 8, &limits, "MP4", "moov").unwrap_err();
+        assert_eq!(err.code().as_str(), "truncated");
+        assert_eq!(read_block(&mut r, 2, 8, &limits, "MP4", "moov").unwrap().len(), 8);
+    }
+}

@@ -1,0 +1,878 @@
+//! Matroska and WebM, through a small bounded EBML walker rather than
+//! `matroska-demuxer`: we need the SeekHead, Info, Tracks and Cues only, each read
+//! whole under the memory limit, and every Cluster skipped by its size, which the
+//! walker guarantees whatever the file declares.
+//!
+//! Matroska has no frame count in its headers. We take the first video block time
+//! from the first Cluster and the last one from the Clusters after the last video Cue
+//! point (block headers only, payloads skipped), and count
+//! `round(span / DefaultDuration) + 1` frames; without Cues or DefaultDuration we
+//! fall back to `round(duration × fps)`. Both assume a constant frame rate.
+
+use std::io::{BufReader, Read, Seek};
+
+use asset_core::Limits;
+
+use super::{AudioStream, Streams, VideoStream, frames_from, io_or_truncated, read_block};
+use crate::{ProbeError, Result, Source};
+
+const FMT: &str = "Matroska";
+
+const EBML: u32 = 0x1A45_DFA3;
+const DOC_TYPE: u32 = 0x4282;
+const SEGMENT: u32 = 0x1853_8067;
+const SEEK_HEAD: u32 = 0x114D_9B74;
+const SEEK: u32 = 0x4DBB;
+const SEEK_ID: u32 = 0x53AB;
+const SEEK_POSITION: u32 = 0x53AC;
+const INFO: u32 = 0x1549_A966;
+const TIMECODE_SCALE: u32 = 0x2A_D7B1;
+const DURATION: u32 = 0x4489;
+const TRACKS: u32 = 0x1654_AE6B;
+const TRACK_ENTRY: u32 = 0xAE;
+const TRACK_NUMBER: u32 = 0xD7;
+const TRACK_TYPE: u32 = 0x83;
+const CODEC_ID: u32 = 0x86;
+const DEFAULT_DURATION: u32 = 0x23_E383;
+const VIDEO: u32 = 0xE0;
+const PIXEL_WIDTH: u32 = 0xB0;
+const PIXEL_HEIGHT: u32 = 0xBA;
+const PROJECTION: u32 = 0x7670;
+const PROJECTION_POSE_ROLL: u32 = 0x7675;
+const AUDIO: u32 = 0xE1;
+const SAMPLING_FREQUENCY: u32 = 0xB5;
+const CHANNELS: u32 = 0x9F;
+const BIT_DEPTH: u32 = 0x6264;
+const CONTENT_ENCODINGS: u32 = 0x6D80;
+const CONTENT_ENCODING: u32 = 0x6240;
+const CONTENT_ENCRYPTION: u32 = 0x5035;
+const CUES: u32 = 0x1C53_BB6B;
+const CUE_POINT: u32 = 0xBB;
+const CUE_TIME: u32 = 0xB3;
+const CUE_TRACK_POSITIONS: u32 = 0xB7;
+const CUE_TRACK: u32 = 0xF7;
+const CUE_CLUSTER_POSITION: u32 = 0xF1;
+const CLUSTER: u32 = 0x1F43_B675;
+const TIMECODE: u32 = 0xE7;
+const SIMPLE_BLOCK: u32 = 0xA3;
+const BLOCK_GROUP: u32 = 0xA0;
+const BLOCK: u32 = 0xA1;
+const LEVEL1: [u32; 8] = [SEEK_HEAD, INFO, TRACKS, CUES, CLUSTER, 0x1254_C367, 0x1043_A770, 0x1941_A469];
+
+pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
+    let mut r = Walker::new(BufReader::new(src.file()?), src.size(), limits);
+    probe_walker(&mut r, limits)
+}
+
+#[cfg(test)]
+pub(super) fn probe_bytes(bytes: &[u8], limits: &Limits) -> Result<Streams> {
+    let mut w = Walker::new(BufReader::new(std::io::Cursor::new(bytes)), bytes.len() as u64, limits);
+    probe_walker(&mut w, limits)
+}
+
+fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<Streams> {
+    let head =
+        r.header_at(0)?.ok_or_else(|| ProbeError::truncated(FMT, "the file ends in the EBML header"))?;
+    if head.id != EBML {
+        return Err(ProbeError::corrupt(FMT, "no EBML header"));
+    }
+    let ebml_len =
+        head.size.ok_or_else(|| ProbeError::corrupt(FMT, "the EBML header has an unknown size"))?;
+    let ebml =
+        r.read_body(&head, ebml_len.min(limits.max_memory_bytes.saturating_add(1)), "the EBML header")?;
+    let doc_type = children(&ebml)
+        .filter_map(|e| e.ok())
+        .find(|e| e.id == DOC_TYPE)
+        .map(|e| String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string())
+        .unwrap_or_else(|| "matroska".into());
+    if doc_type != "matroska" && doc_type != "webm" {
+        return Err(ProbeError::unsupported(format!("EBML document type {doc_type:?}")));
+    }
+
+    // Find the Segment among the top-level elements.
+    let mut pos = head.end().ok_or_else(|| ProbeError::corrupt(FMT, "the EBML header size overflows"))?;
+    let segment = loop {
+        r.spend()?;
+        let h = r
+            .header_at(pos)?
+            .ok_or_else(|| ProbeError::truncated(FMT, "the file ends before the Segment"))?;
+        if h.id == SEGMENT {
+            break h;
+        }
+        pos = h.end().ok_or_else(|| ProbeError::corrupt(FMT, "a top-level element has an unknown size"))?;
+    };
+    let seg_start = segment.data_start;
+    let seg_end = segment.end().map_or(r.file_size, |e| e.min(r.file_size));
+
+    let mut info: Option<Info> = None;
+    let mut tracks: Option<Vec<Track>> = None;
+    let mut cues: Option<Vec<u8>> = None;
+    let mut seeks: Vec<(u32, u64)> = Vec::new();
+    let mut first_cluster: Option<u64> = None;
+    let mut pos = seg_start;
+    while pos < seg_end && (info.is_none() || tracks.is_none() || first_cluster.is_none()) {
+        r.spend()?;
+        let Some(h) = r.header_at(pos)? else { break };
+        match h.id {
+            INFO if info.is_none() => info = Some(Info::parse(&r.read_known(&h, "Info")?)?),
+            TRACKS if tracks.is_none() => tracks = Some(parse_tracks(&r.read_known(&h, "Tracks")?)?),
+            SEEK_HEAD if seeks.is_empty() => {
+                seeks = parse_seek_head(&r.read_known(&h, "SeekHead")?, seg_start)
+            }
+            CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
+            CLUSTER => {
+                first_cluster.get_or_insert(pos);
+                if info.is_some() && tracks.is_some() {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        match h.end() {
+            Some(end) => pos = end,
+            // An unknown-size element (a live Cluster) cannot be stepped over.
+            None => break,
+        }
+    }
+    // Headers placed after the Clusters are reached through the SeekHead.
+    for &(id, at) in &seeks {
+        let wanted = match id {
+            INFO => info.is_none(),
+            TRACKS => tracks.is_none(),
+            CUES => cues.is_none(),
+            _ => false,
+        };
+        if !wanted || at >= r.file_size {
+            continue;
+        }
+        let Some(h) = r.header_at(at)? else { continue };
+        match h.id {
+            INFO if info.is_none() => info = Some(Info::parse(&r.read_known(&h, "Info")?)?),
+            TRACKS if tracks.is_none() => tracks = Some(parse_tracks(&r.read_known(&h, "Tracks")?)?),
+            CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
+            _ => {}
+        }
+    }
+    let tracks = match tracks {
+        Some(t) => t,
+        None if pos >= r.file_size || seg_end < segment.end().unwrap_or(seg_end) => {
+            return Err(ProbeError::truncated(FMT, "the file ends before the Tracks element"));
+        }
+        None => return Err(ProbeError::corrupt(FMT, "no Tracks element")),
+    };
+    let info = info.unwrap_or_default();
+    if tracks.iter().any(|t| t.encrypted) {
+        return Err(ProbeError::Encrypted { format: FMT });
+    }
+
+    let mut out = Streams { webm: doc_type == "webm", ..Streams::default() };
+    out.duration_seconds = info.duration.map(|d| d * info.timecode_scale as f64 / 1e9);
+    if let Some(t) = tracks.iter().find(|t| t.kind == 1) {
+        let fps = t.default_duration.filter(|&d| d > 0).map(|d| 1e9 / d as f64);
+        let span = match (first_cluster, &cues) {
+            (Some(first), Some(cues)) => video_span(r, first, cues, seg_start, t.number)?,
+            _ => None,
+        };
+        let counted = match (span, t.default_duration) {
+            (Some((lo, hi)), Some(dd)) if dd > 0 && hi >= lo => {
+                let span_ns = (i128::from(hi) - i128::from(lo)) as f64 * info.timecode_scale as f64;
+                frames_from(span_ns / dd as f64, 1.0).map(|n| n.saturating_add(1))
+            }
+            _ => None,
+        };
+        let frame_count = counted.or_else(|| frames_from(out.duration_seconds?, fps?));
+        let frame_rate =
+            fps.or_else(|| Some(frame_count? as f64 / out.duration_seconds.filter(|&d| d > 0.0)?));
+        let (width, height) = if t.quarter_turn { (t.height, t.width) } else { (t.width, t.height) };
+        out.video =
+            Some(VideoStream { width, height, frame_count, frame_rate, codec: video_codec(&t.codec_id) });
+    }
+    if let Some(t) = tracks.iter().find(|t| t.kind == 2) {
+        out.audio = Some(AudioStream {
+            sample_rate: t
+                .sample_rate
+                .filter(|r| r.is_finite() && *r >= 1.0 && *r < 1e7)
+                .map(|r| r.round() as u32),
+            channels: Some(t.channels),
+            codec: audio_codec(&t.codec_id, t.bit_depth),
+        });
+    }
+    Ok(out)
+}
+
+/// Earliest video block time in the first Cluster and latest one in the Clusters from
+/// the last video Cue point on, in Segment timecode units.
+fn video_span<R: Read + Seek>(
+    r: &mut Walker<R>,
+    first_cluster: u64,
+    cues: &[u8],
+    seg_start: u64,
+    track: u64,
+) -> Result<Option<(i64, i64)>> {
+    let Some(last) = last_cue_cluster(cues, track).and_then(|p| p.checked_add(seg_start)) else {
+        return Ok(None);
+    };
+    let Some((lo, _)) = r.block_times(first_cluster, track, true)? else { return Ok(None) };
+    let Some((_, hi)) = r.block_times(last, track, false)? else { return Ok(None) };
+    Ok(Some((lo, hi)))
+}
+
+/// The Cluster position (relative to the Segment data) of the last Cue point that
+/// names `track`.
+fn last_cue_cluster(cues: &[u8], track: u64) -> Option<u64> {
+    let mut best: Option<(u64, u64)> = None;
+    for point in children(cues).filter_map(|e| e.ok()).filter(|e| e.id == CUE_POINT) {
+        let mut time = None;
+        let mut hit = None;
+        for c in children(point.body).filter_map(|e| e.ok()) {
+            match c.id {
+                CUE_TIME => time = Some(uint(c.body)),
+                CUE_TRACK_POSITIONS => {
+                    let kids: Vec<Element<'_>> = children(c.body).filter_map(|e| e.ok()).collect();
+                    let t = kids.iter().find(|k| k.id == CUE_TRACK).map(|k| uint(k.body));
+                    let p = kids.iter().find(|k| k.id == CUE_CLUSTER_POSITION).map(|k| uint(k.body));
+                    if t == Some(track) && p.is_some() {
+                        hit = p;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(t), Some(p)) = (time, hit)
+            && best.is_none_or(|(bt, _)| t >= bt)
+        {
+            best = Some((t, p));
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Info {
+    timecode_scale: u64,
+    duration: Option<f64>,
+}
+
+impl Default for Info {
+    fn default() -> Self {
+        Info { timecode_scale: 1_000_000, duration: None }
+    }
+}
+
+impl Info {
+    fn parse(body: &[u8]) -> Result<Info> {
+        let mut info = Info::default();
+        for e in children(body) {
+            let e = e?;
+            match e.id {
+                TIMECODE_SCALE => info.timecode_scale = uint(e.body).max(1),
+                DURATION => info.duration = float(e.body),
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Track {
+    number: u64,
+    kind: u64,
+    codec_id: String,
+    default_duration: Option<u64>,
+    width: u32,
+    height: u32,
+    quarter_turn: bool,
+    sample_rate: Option<f64>,
+    channels: u32,
+    bit_depth: u64,
+    encrypted: bool,
+}
+
+fn parse_tracks(body: &[u8]) -> Result<Vec<Track>> {
+    let mut out = Vec::new();
+    for entry in children(body) {
+        let entry = entry?;
+        if entry.id != TRACK_ENTRY {
+            continue;
+        }
+        let mut t = Track { channels: 1, ..Track::default() };
+        for e in children(entry.body) {
+            let e = e?;
+            match e.id {
+                TRACK_NUMBER => t.number = uint(e.body),
+                TRACK_TYPE => t.kind = uint(e.body),
+                CODEC_ID => t.codec_id = String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string(),
+                DEFAULT_DURATION => t.default_duration = Some(uint(e.body)),
+                VIDEO => {
+                    for v in children(e.body) {
+                        let v = v?;
+                        match v.id {
+                            PIXEL_WIDTH => t.width = u32::try_from(uint(v.body)).unwrap_or(0),
+                            PIXEL_HEIGHT => t.height = u32::try_from(uint(v.body)).unwrap_or(0),
+                            PROJECTION => {
+                                let roll = children(v.body)
+                                    .filter_map(|p| p.ok())
+                                    .find(|p| p.id == PROJECTION_POSE_ROLL)
+                                    .and_then(|p| float(p.body));
+                                if let Some(roll) = roll {
+                                    let q = ((roll / 90.0).round() as i64).rem_euclid(4);
+                                    t.quarter_turn = q == 1 || q == 3;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                AUDIO => {
+                    for a in children(e.body) {
+                        let a = a?;
+                        match a.id {
+                            SAMPLING_FREQUENCY => t.sample_rate = float(a.body),
+                            CHANNELS => t.channels = u32::try_from(uint(a.body)).unwrap_or(0),
+                            BIT_DEPTH => t.bit_depth = uint(a.body),
+                            _ => {}
+                        }
+                    }
+                }
+                CONTENT_ENCODINGS => {
+                    t.encrypted = children(e.body)
+                        .filter_map(|c| c.ok())
+                        .filter(|c| c.id == CONTENT_ENCODING)
+                        .any(|c| children(c.body).filter_map(|x| x.ok()).any(|x| x.id == CONTENT_ENCRYPTION));
+                }
+                _ => {}
+            }
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// `(element id, absolute position)` for each SeekHead entry.
+fn parse_seek_head(body: &[u8], seg_start: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    for seek in children(body).filter_map(|e| e.ok()).filter(|e| e.id == SEEK) {
+        let mut id = None;
+        let mut at = None;
+        for e in children(seek.body).filter_map(|e| e.ok()) {
+            match e.id {
+                SEEK_ID => id = u32::try_from(uint(e.body)).ok(),
+                SEEK_POSITION => at = uint(e.body).checked_add(seg_start),
+                _ => {}
+            }
+        }
+        if let (Some(id), Some(at)) = (id, at) {
+            out.push((id, at));
+        }
+    }
+    out
+}
+
+/// ffprobe's codec name for a Matroska video CodecID.
+fn video_codec(id: &str) -> String {
+    let name = match id {
+        "V_MPEG4/ISO/AVC" => "h264",
+        "V_MPEGH/ISO/HEVC" => "hevc",
+        "V_VP8" => "vp8",
+        "V_VP9" => "vp9",
+        "V_AV1" => "av1",
+        "V_MJPEG" => "mjpeg",
+        "V_PRORES" => "prores",
+        "V_THEORA" => "theora",
+        "V_MPEG1" => "mpeg1video",
+        "V_MPEG2" => "mpeg2video",
+        "V_FFV1" => "ffv1",
+        id if id.starts_with("V_MPEG4/ISO/") => "mpeg4",
+        id if id.starts_with("V_MPEG4/MS/") => "msmpeg4v3",
+        other => return other.to_string(),
+    };
+    name.to_string()
+}
+
+/// ffprobe's codec name for a Matroska audio CodecID.
+fn audio_codec(id: &str, bit_depth: u64) -> String {
+    let name = match id {
+        "A_OPUS" => "opus",
+        "A_VORBIS" => "vorbis",
+        "A_FLAC" => "flac",
+        "A_MPEG/L3" => "mp3",
+        "A_MPEG/L2" => "mp2",
+        "A_AC3" => "ac3",
+        "A_EAC3" => "eac3",
+        "A_DTS" => "dts",
+        "A_ALAC" => "alac",
+        "A_TRUEHD" => "truehd",
+        "A_PCM/INT/LIT" => match bit_depth {
+            8 => "pcm_u8",
+            24 => "pcm_s24le",
+            32 => "pcm_s32le",
+            _ => "pcm_s16le",
+        },
+        "A_PCM/INT/BIG" => match bit_depth {
+            24 => "pcm_s24be",
+            32 => "pcm_s32be",
+            _ => "pcm_s16be",
+        },
+        "A_PCM/FLOAT/IEEE" => {
+            if bit_depth == 64 {
+                "pcm_f64le"
+            } else {
+                "pcm_f32le"
+            }
+        }
+        id if id.starts_with("A_AAC") => "aac",
+        other => return other.to_string(),
+    };
+    name.to_string()
+}
+
+/// An element header as found in the file.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    id: u32,
+    data_start: u64,
+    /// `None` for the "unknown size" marker (all value bits set).
+    size: Option<u64>,
+}
+
+impl Header {
+    fn end(&self) -> Option<u64> {
+        self.data_start.checked_add(self.size?)
+    }
+}
+
+/// Reads element headers at given positions; tracks the position so that short
+/// forward moves keep the read buffer, and counts elements against `max_items`.
+struct Walker<R> {
+    r: BufReader<R>,
+    pos: u64,
+    file_size: u64,
+    items_left: u64,
+    max_items: u64,
+    max_memory: u64,
+}
+
+impl<R: Read + Seek> Walker<R> {
+    fn new(r: BufReader<R>, file_size: u64, limits: &Limits) -> Self {
+        Walker {
+            r,
+            pos: 0,
+            file_size,
+            items_left: limits.max_items,
+            max_items: limits.max_items,
+            max_memory: limits.max_memory_bytes,
+        }
+    }
+
+    fn spend(&mut self) -> Result<()> {
+        self.items_left = self.items_left.checked_sub(1).ok_or_else(|| ProbeError::TooLarge {
+            what: "number of Matroska elements walked".into(),
+            limit: self.max_items,
+        })?;
+        Ok(())
+    }
+
+    fn goto(&mut self, pos: u64) -> Result<()> {
+        if pos != self.pos {
+            let delta = i64::try_from(i128::from(pos) - i128::from(self.pos))
+                .map_err(|_| ProbeError::corrupt(FMT, "an element position is out of range"))?;
+            self.r.seek_relative(delta)?;
+            self.pos = pos;
+        }
+        Ok(())
+    }
+
+    fn byte(&mut self) -> Result<Option<u8>> {
+        let mut b = [0u8; 1];
+        match self.r.read(&mut b)? {
+            0 => Ok(None),
+            _ => {
+                self.pos += 1;
+                Ok(Some(b[0]))
+            }
+        }
+    }
+
+    /// Reads the element header at `pos`; `None` at the end of the file.
+    fn header_at(&mut self, pos: u64) -> Result<Option<Header>> {
+        if pos >= self.file_size {
+            return Ok(None);
+        }
+        self.goto(pos)?;
+        let cut = || ProbeError::truncated(FMT, "the file ends inside an element header");
+        let first = self.byte()?.ok_or_else(cut)?;
+        let id_len = first.leading_zeros() as usize + 1;
+        if id_len > 4 {
+            return Err(ProbeError::corrupt(FMT, format!("invalid element ID byte {first:#04x}")));
+        }
+        let mut id = u32::from(first);
+        for _ in 1..id_len {
+            id = (id << 8) | u32::from(self.byte()?.ok_or_else(cut)?);
+        }
+        let first = self.byte()?.ok_or_else(cut)?;
+        let len = first.leading_zeros() as usize + 1;
+        if len > 8 {
+            return Err(ProbeError::corrupt(FMT, "invalid element size"));
+        }
+        let mut value = u64::from(first) & (0xFF >> len);
+        let mut all_ones = value == 0xFF >> len;
+        for _ in 1..len {
+            let b = self.byte()?.ok_or_else(cut)?;
+            all_ones &= b == 0xFF;
+            value = (value << 8) | u64::from(b);
+        }
+        Ok(Some(Header { id, data_start: self.pos, size: (!all_ones).then_some(value) }))
+    }
+
+    /// Reads a whole element body of known size under the memory limit.
+    fn read_known(&mut self, h: &Header, what: &str) -> Result<Vec<u8>> {
+        let size = h.size.ok_or_else(|| ProbeError::corrupt(FMT, format!("{what} has an unknown size")))?;
+        self.read_body(h, size, what)
+    }
+
+    fn read_body(&mut self, h: &Header, size: u64, what: &str) -> Result<Vec<u8>> {
+        let limits = Limits { max_memory_bytes: self.max_memory, ..Limits::default() };
+        let body = read_block(&mut self.r, h.data_start, size, &limits, FMT, what);
+        self.pos = self.r.stream_position()?;
+        body
+    }
+
+    /// Earliest and latest presentation time of `track`'s blocks in the Clusters from
+    /// `pos` on: to the end of the file, or with `first_only` up to the first Cluster
+    /// that holds one of its blocks (at most 64 Clusters). Reads block headers only;
+    /// stops quietly at the end of the file or at a cut element.
+    fn block_times(&mut self, mut pos: u64, track: u64, first_only: bool) -> Result<Option<(i64, i64)>> {
+        const FIRST_SEARCH_CLUSTERS: u32 = 64;
+        let mut span: Option<(i64, i64)> = None;
+        let mut clusters = 0u32;
+        loop {
+            self.spend()?;
+            let Some(h) = self.header_at_or_cut(pos)? else { break };
+            if h.id != CLUSTER {
+                match h.end() {
+                    Some(end) => {
+                        pos = end;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let end = h.end().map_or(self.file_size, |e| e.min(self.file_size));
+            let mut cluster_time = 0i64;
+            let mut at = h.data_start;
+            let mut next_level1 = None;
+            while at < end {
+                self.spend()?;
+                let Some(c) = self.header_at_or_cut(at)? else { break };
+                if LEVEL1.contains(&c.id) {
+                    // The end of an unknown-size Cluster.
+                    next_level1 = Some(at);
+                    break;
+                }
+                match c.id {
+                    TIMECODE => match self.read_small(&c, 8) {
+                        Ok(body) => cluster_time = i64::try_from(uint(&body)).unwrap_or(i64::MAX),
+                        Err(ProbeError::Truncated { .. }) => break,
+                        Err(e) => return Err(e),
+                    },
+                    SIMPLE_BLOCK => {
+                        if let Some(t) = self.block_time(&c, track, cluster_time)? {
+                            span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                        }
+                    }
+                    BLOCK_GROUP => {
+                        let group_end = c.end().unwrap_or(end).min(end);
+                        let mut g = c.data_start;
+                        while g < group_end {
+                            self.spend()?;
+                            let Some(b) = self.header_at_or_cut(g)? else { break };
+                            if b.id == BLOCK
+                                && let Some(t) = self.block_time(&b, track, cluster_time)?
+                            {
+                                span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                            }
+                            let Some(next) = b.end() else { break };
+                            g = next;
+                        }
+                    }
+                    _ => {}
+                }
+                let Some(next) = c.end() else { break };
+                at = next;
+            }
+            clusters = clusters.saturating_add(1);
+            if first_only && (span.is_some() || clusters >= FIRST_SEARCH_CLUSTERS) {
+                break;
+            }
+            pos = match (next_level1, h.end()) {
+                (Some(p), _) => p,
+                (None, Some(e)) => e,
+                (None, None) => end,
+            };
+        }
+        Ok(span)
+    }
+
+    /// Like [`Walker::header_at`], but a header cut by the end of the file ends the
+    /// walk instead of failing it.
+    fn header_at_or_cut(&mut self, pos: u64) -> Result<Option<Header>> {
+        match self.header_at(pos) {
+            Err(ProbeError::Truncated { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    fn read_small(&mut self, h: &Header, max: u64) -> Result<Vec<u8>> {
+        let len = h.size.unwrap_or(0).min(max);
+        self.goto(h.data_start)?;
+        let mut buf = vec![0u8; len as usize];
+        self.r.read_exact(&mut buf).map_err(|e| io_or_truncated(e, FMT, "an element"))?;
+        self.pos += len;
+        Ok(buf)
+    }
+
+    /// The presentation time of a (Simple)Block if it belongs to `track`.
+    fn block_time(&mut self, h: &Header, track: u64, cluster_time: i64) -> Result<Option<i64>> {
+        let body = match self.read_small(h, 11) {
+            Ok(b) => b,
+            Err(ProbeError::Truncated { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((number, n)) = vint(&body) else { return Ok(None) };
+        if number != track {
+            return Ok(None);
+        }
+        let Some(rel) = body.get(n..n + 2) else { return Ok(None) };
+        Ok(Some(cluster_time.saturating_add(i64::from(i16::from_be_bytes([rel[0], rel[1]])))))
+    }
+}
+
+/// A child element of an in-memory master element.
+#[derive(Debug, Clone, Copy)]
+struct Element<'a> {
+    id: u32,
+    body: &'a [u8],
+}
+
+/// Children of an in-memory body. An unknown size, or one past the parent's end, runs
+/// to the end of the parent (the parent was read whole, so nothing is beyond it).
+fn children(data: &[u8]) -> impl Iterator<Item = Result<Element<'_>>> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let first = *rest.first()?;
+            let id_len = first.leading_zeros() as usize + 1;
+            if id_len > 4 {
+                return None;
+            }
+            let id = rest.get(..id_len)?.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+            let (size, size_len) = vint_raw(rest.get(id_len..)?)?;
+            let start = id_len + size_len;
+            let end = size.and_then(|s| usize::try_from(s).ok()).and_then(|s| start.checked_add(s));
+            let end = end.filter(|&e| e <= rest.len()).unwrap_or(rest.len());
+            Some((id, start.min(end), end))
+        })();
+        match parsed {
+            Some((id, start, end)) => {
+                let body = &rest[start..end];
+                rest = &rest[end..];
+                Some(Ok(Element { id, body }))
+            }
+            None => {
+                rest = &[];
+                Some(Err(ProbeError::corrupt(FMT, "an invalid element header")))
+            }
+        }
+    })
+}
+
+/// A variable-length integer with its length marker removed: `(value, bytes)`.
+fn vint(d: &[u8]) -> Option<(u64, usize)> {
+    let (v, n) = vint_raw(d)?;
+    Some((v.unwrap_or(u64::MAX), n))
+}
+
+/// Like [`vint`], `None` in the value for the reserved "unknown" (all ones) marker.
+fn vint_raw(d: &[u8]) -> Option<(Option<u64>, usize)> {
+    let first = *d.first()?;
+    let len = first.leading_zeros() as usize + 1;
+    if len > 8 {
+        return None;
+    }
+    let bytes = d.get(..len)?;
+    // len is 1..=8, so the mask fits a u8 (0 for an 8-byte integer).
+    let mask = (0xFFu16 >> len) as u8;
+    let value = bytes[1..].iter().fold(u64::from(first & mask), |a, &b| (a << 8) | u64::from(b));
+    let all_ones = first & mask == mask && bytes[1..].iter().all(|&b| b == 0xFF);
+    Some(((!all_ones).then_some(value), len))
+}
+
+fn uint(d: &[u8]) -> u64 {
+    d.iter().take(8).fold(0u64, |a, &b| (a << 8) | u64::from(b))
+}
+
+fn float(d: &[u8]) -> Option<f64> {
+    match d.len() {
+        4 => Some(f64::from(f32::from_be_bytes(d.try_into().ok()?))),
+        8 => Some(f64::from_be_bytes(d.try_into().ok()?)),
+        _ => None,
+    }
+    .filter(|f| f.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// An element with a 1-byte-or-longer ID and an 8-byte size.
+    fn el(id: u32, body: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = id.to_be_bytes().iter().copied().skip_while(|&b| b == 0).collect();
+        v.push(0x01);
+        v.extend_from_slice(&(body.len() as u64).to_be_bytes()[1..]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn unknown(id: u32, body: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = id.to_be_bytes().iter().copied().skip_while(|&b| b == 0).collect();
+        v.extend_from_slice(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn run(bytes: Vec<u8>) -> Result<Streams> {
+        let size = bytes.len() as u64;
+        let limits = Limits::default();
+        probe_walker(&mut Walker::new(BufReader::new(Cursor::new(bytes)), size, &limits), &limits)
+    }
+
+    fn minimal(segment: impl Fn(&[u8]) -> Vec<u8>, cluster: Vec<u8>) -> Vec<u8> {
+        let mut f = el(EBML, &el(DOC_TYPE, b"webm"));
+        let mut info = el(TIMECODE_SCALE, &[0x0F, 0x42, 0x40]);
+        info.extend(el(DURATION, &2000.0f64.to_be_bytes()));
+        let mut video = el(PIXEL_WIDTH, &[160]);
+        video.extend(el(PIXEL_HEIGHT, &[90]));
+        let mut entry = el(TRACK_NUMBER, &[1]);
+        entry.extend(el(TRACK_TYPE, &[1]));
+        entry.extend(el(CODEC_ID, b"V_VP9"));
+        entry.extend(el(DEFAULT_DURATION, &40_000_000u32.to_be_bytes()));
+        entry.extend(el(VIDEO, &video));
+        let mut body = el(INFO, &info);
+        body.extend(el(TRACKS, &el(TRACK_ENTRY, &entry)));
+        body.extend(cluster);
+        f.extend(segment(&body));
+        f
+    }
+
+    #[test]
+    fn reads_headers_of_an_unknown_size_segment_and_cluster() {
+        let cluster = unknown(CLUSTER, &el(SIMPLE_BLOCK, &[0x81, 0, 0, 0x80, 1, 2, 3]));
+        let s = run(minimal(|b| unknown(SEGMENT, b), cluster)).unwrap();
+        let v = s.video.unwrap();
+        assert_eq!((v.width, v.height, v.codec.as_str()), (160, 90, "vp9"));
+        assert_eq!(v.frame_rate, Some(25.0));
+        // No Cues: the count comes from duration × fps.
+        assert_eq!(v.frame_count, Some(50));
+        assert_eq!(s.duration_seconds, Some(2.0));
+        assert!(s.webm);
+    }
+
+    #[test]
+    fn every_cut_of_a_header_is_truncated_never_a_panic() {
+        let full = minimal(|b| el(SEGMENT, b), el(CLUSTER, &el(TIMECODE, &[0])));
+        let tracks_end = full.len() - el(CLUSTER, &el(TIMECODE, &[0])).len();
+        for cut in 0..tracks_end {
+            let err = run(full[..cut].to_vec()).unwrap_err();
+            assert_eq!(err.code().as_str(), "truncated", "cut at {cut}: {err}");
+        }
+        assert!(run(full).is_ok());
+    }
+
+    #[test]
+    fn a_huge_declared_element_is_refused_or_skipped_without_allocating() {
+        // Tracks claims 2^50 bytes: more than the memory limit, so it is never read.
+        let mut f = el(EBML, &el(DOC_TYPE, b"matroska"));
+        let mut body = vec![0x16, 0x54, 0xAE, 0x6B, 0x01];
+        body.extend_from_slice(&(1u64 << 50).to_be_bytes()[1..]);
+        f.extend(el(SEGMENT, &body));
+        let limits = Limits::default();
+        let mut w = Walker::new(BufReader::new(Cursor::new(f)), 1 << 51, &limits);
+        assert_eq!(probe_walker(&mut w, &limits).unwrap_err().code().as_str(), "too_large");
+    }
+
+    #[test]
+    fn frame_count_comes_from_the_first_and_last_video_block_times() {
+        // Video track 1 at 40 ms per frame, audio track 2. The first Cluster holds audio
+        // only; the second, which the Cues point to, three video frames at 0, 40, 80 ms.
+        // The Duration (1 s) says 25 frames; the block times say 3.
+        let mut f = el(EBML, &el(DOC_TYPE, b"matroska"));
+        let mut info = el(TIMECODE_SCALE, &[0x0F, 0x42, 0x40]);
+        info.extend(el(DURATION, &1000.0f64.to_be_bytes()));
+        let mut v = el(TRACK_NUMBER, &[1]);
+        v.extend(el(TRACK_TYPE, &[1]));
+        v.extend(el(CODEC_ID, b"V_MPEG4/ISO/AVC"));
+        v.extend(el(DEFAULT_DURATION, &40_000_000u32.to_be_bytes()));
+        v.extend(el(VIDEO, &[el(PIXEL_WIDTH, &[64]), el(PIXEL_HEIGHT, &[48])].concat()));
+        let mut a = el(TRACK_NUMBER, &[2]);
+        a.extend(el(TRACK_TYPE, &[2]));
+        a.extend(el(CODEC_ID, b"A_AAC"));
+        let tracks = el(TRACKS, &[el(TRACK_ENTRY, &v), el(TRACK_ENTRY, &a)].concat());
+        let block = |track: u8, rel: i16| {
+            let mut b = vec![0x80 | track];
+            b.extend_from_slice(&rel.to_be_bytes());
+            b.extend_from_slice(&[0x80, 0xAA, 0xBB]);
+            el(SIMPLE_BLOCK, &b)
+        };
+        let cluster1 = el(CLUSTER, &[el(TIMECODE, &[0]), block(2, 0), block(2, 20)].concat());
+        let cluster2 = el(
+            CLUSTER,
+            &[el(TIMECODE, &[0]), block(1, 0), block(2, 40), block(1, 40), block(1, 80)].concat(),
+        );
+        let cues_for = |pos: u32| {
+            let tp = [el(CUE_TRACK, &[1]), el(CUE_CLUSTER_POSITION, &pos.to_be_bytes())].concat();
+            el(CUES, &el(CUE_POINT, &[el(CUE_TIME, &[0]), el(CUE_TRACK_POSITIONS, &tp)].concat()))
+        };
+        let head = [el(INFO, &info), tracks].concat();
+        let cluster2_at = (head.len() + cues_for(0).len() + cluster1.len()) as u32;
+        f.extend(el(SEGMENT, &[head, cues_for(cluster2_at), cluster1, cluster2].concat()));
+        let s = probe_bytes(&f, &Limits::default()).unwrap();
+        let video = s.video.unwrap();
+        assert_eq!((video.width, video.height, video.codec.as_str()), (64, 48, "h264"));
+        assert_eq!(video.frame_count, Some(3));
+        assert_eq!(video.frame_rate, Some(25.0));
+        assert_eq!(s.audio.unwrap().codec, "aac");
+    }
+
+    #[test]
+    fn vints_and_unknown_sizes() {
+        assert_eq!(vint(&[0x81]), Some((1, 1)));
+        assert_eq!(vint(&[0x40, 0x02]), Some((2, 2)));
+        assert_eq!(vint_raw(&[0xFF]), Some((None, 1)));
+        assert_eq!(vint_raw(&[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]), Some((None, 8)));
+        assert_eq!(vint(&[0x00, 0x01]), None);
+        assert_eq!(vint(&[0x40]), None);
+        assert!(children(&[0x00, 0x81]).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn the_last_video_cue_point_wins() {
+        let point = |time: u8, track: u8, pos: u8| {
+            let mut tp = el(CUE_TRACK, &[track]);
+            tp.extend(el(CUE_CLUSTER_POSITION, &[pos]));
+            let mut p = el(CUE_TIME, &[time]);
+            p.extend(el(CUE_TRACK_POSITIONS, &tp));
+            el(CUE_POINT, &p)
+        };
+        let mut cues = point(0, 1, 10);
+        cues.extend(point(50, 1, 90));
+        cues.extend(point(60, 2, 120));
+        assert_eq!(last_cue_cluster(&cues, 1), Some(90));
+        assert_eq!(last_cue_cluster(&cues, 3), None);
+    }
+}

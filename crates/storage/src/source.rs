@@ -1,0 +1,193 @@
+//! One implementation per kind of storage behind a common trait: it maps an asset URL
+//! to one of its objects (the SSRF guard) and fetches that object into a temp file.
+//! S3 (AWS and S3-compatible) presigns and hands the URL to the shared downloader; a GCS
+//! (V4 signed URLs) or Azure (SAS) source would do the same with its own signer.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use asset_core::{LocalIntegration, S3Integration};
+use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::Inner;
+use crate::credentials::{Purpose, classify_sdk_error, presign_ttl, timeouts};
+use crate::error::StorageError;
+use crate::location::{ByteRange, ObjectLocation, locate_s3};
+use crate::secret::{SessionCredentials, SignedUrl};
+use crate::temp::{self, TempAsset};
+
+#[async_trait]
+pub(crate) trait ObjectSource: Send + Sync {
+    /// The object an asset URL names, or `url_not_in_storage`.
+    fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError>;
+
+    /// The object (or a range of it) in a new temp file.
+    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError>;
+}
+
+pub(crate) struct S3Source<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) integration: &'a S3Integration,
+    /// `aws` rather than `s3_compatible`: AWS host names are accepted in URLs.
+    pub(crate) aws: bool,
+}
+
+impl S3Source<'_> {
+    pub(crate) async fn credentials(&self, purpose: Purpose) -> Result<SessionCredentials, StorageError> {
+        let i = &self.inner;
+        i.credentials.get(&i.base, &i.config, self.integration, self.aws, purpose).await
+    }
+
+    /// An S3 client speaking for the integration with the given credentials: its region,
+    /// its endpoint (else the standard chain's, e.g. `AWS_ENDPOINT_URL_S3`), its addressing.
+    pub(crate) fn client(&self, creds: &SessionCredentials) -> aws_sdk_s3::Client {
+        let s = self.integration;
+        let credentials = aws_credential_types::Credentials::new(
+            creds.access_key_id.expose(),
+            creds.secret_access_key.expose(),
+            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
+            creds.expires_at,
+            "asset-storage",
+        );
+        let mut b = aws_sdk_s3::config::Builder::from(&self.inner.base)
+            .region(aws_sdk_s3::config::Region::new(s.region.clone().unwrap_or_else(|| "us-east-1".into())))
+            .credentials_provider(credentials)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(timeouts(&self.inner.config))
+            // S3-compatible services are reached path-style unless told otherwise:
+            // virtual hosts need wildcard DNS that few deployments have.
+            .force_path_style(s.path_style.unwrap_or(!self.aws));
+        if let Some(endpoint) = &s.endpoint {
+            b = b.endpoint_url(endpoint);
+        }
+        aws_sdk_s3::Client::from_conf(b.build())
+    }
+
+    pub(crate) async fn presign(
+        &self,
+        loc: &ObjectLocation,
+        start: Option<SystemTime>,
+    ) -> Result<SignedUrl, StorageError> {
+        let creds = self.credentials(Purpose::Read).await?;
+        let now = SystemTime::now();
+        let ttl = presign_ttl(self.inner.config.signed_url_ttl, creds.expires_at, now);
+        let mut cfg = PresigningConfig::builder().expires_in(ttl);
+        if let Some(start) = start {
+            cfg = cfg.start_time(start);
+        }
+        let cfg = cfg.build().map_err(|e| StorageError::Upstream {
+            service: "presign",
+            message: format!("presigning config: {e}"),
+            retryable: false,
+            source: None,
+        })?;
+        let req = self
+            .client(&creds)
+            .get_object()
+            .bucket(&loc.bucket)
+            .key(&loc.key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| classify_sdk_error("presign", e))?;
+        Ok(SignedUrl::new(req.uri(), Some(start.unwrap_or(now) + ttl)))
+    }
+}
+
+#[async_trait]
+impl ObjectSource for S3Source<'_> {
+    fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError> {
+        locate_s3(self.integration, self.aws, url)
+    }
+
+    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
+        let signed = self.presign(loc, None).await?;
+        let cfg = &self.inner.config;
+        self.inner.downloader.download(&signed, range, &cfg.temp_dir, cfg.max_asset_bytes).await
+    }
+}
+
+/// A directory on the worker's machine (replay, development). Same pipeline as a
+/// download: the file is copied into the private temp dir under the same limits.
+pub(crate) struct LocalSource<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) integration: &'a LocalIntegration,
+}
+
+impl LocalSource<'_> {
+    fn resolve(&self, loc: &ObjectLocation) -> Result<PathBuf, StorageError> {
+        let root = self
+            .integration
+            .root
+            .canonicalize()
+            .map_err(|e| StorageError::io("opening the local root", e))?;
+        let target = root.join(&loc.key).canonicalize().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                StorageError::NotFound { what: format!("local file {:?}", loc.key) }
+            }
+            _ => StorageError::io("resolving a local file", e),
+        })?;
+        // Checked after resolving symlinks, so a link pointing outside is refused too.
+        if !target.starts_with(&root) {
+            return Err(StorageError::not_in_storage(format!(
+                "{:?} resolves outside the local root",
+                loc.key
+            )));
+        }
+        Ok(target)
+    }
+}
+
+#[async_trait]
+impl ObjectSource for LocalSource<'_> {
+    fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError> {
+        let rel = url
+            .strip_prefix("local://")
+            .ok_or_else(|| StorageError::not_in_storage("a local integration accepts local:// URLs only"))?;
+        let path = Path::new(rel);
+        if rel.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(StorageError::not_in_storage(format!(
+                "{rel:?} is not a relative path below the root"
+            )));
+        }
+        Ok(ObjectLocation { bucket: String::new(), key: rel.to_owned() })
+    }
+
+    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
+        let source = self.resolve(loc)?;
+        let max = self.inner.config.max_asset_bytes;
+        let mut input =
+            tokio::fs::File::open(&source).await.map_err(|e| StorageError::io("opening a local file", e))?;
+        let meta = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound { what: format!("local file {:?}", loc.key) });
+        }
+        let size = meta.len();
+        let (start, len) = match range {
+            None => (0, size),
+            Some(ByteRange::Prefix(n)) => (0, n.min(size)),
+            Some(ByteRange::Suffix(n)) => (size.saturating_sub(n), n.min(size)),
+            Some(ByteRange::Span { start, end }) => {
+                (start.min(size), end.saturating_add(1).min(size).saturating_sub(start))
+            }
+        };
+        if len > max {
+            return Err(StorageError::TooLarge { limit: max, received: 0 });
+        }
+        input
+            .seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| StorageError::io("seeking a local file", e))?;
+        let dir = &self.inner.config.temp_dir;
+        let (file, path) =
+            temp::new_file(dir).map_err(|e| StorageError::io("creating a temp file", e))?.into_parts();
+        let mut out = tokio::fs::File::from_std(file);
+        let copied = tokio::io::copy(&mut input.take(len), &mut out)
+            .await
+            .map_err(|e| StorageError::io("copying a local file", e))?;
+        out.flush().await.map_err(|e| StorageError::io("writing the temp file", e))?;
+        Ok(TempAsset::new(path, copied, copied))
+    }
+}

@@ -1,0 +1,177 @@
+//! The exchanges and queues one deployment uses, declared idempotently by every
+//! replica at connect: jobs arrive on a quorum queue, retries wait in a delay queue that
+//! dead-letters back to it, and what cannot be done lands in a dead-letter queue.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::QueueError;
+
+/// Header names this crate writes and reads; part of the message contract (AsyncAPI).
+pub mod headers {
+    /// 1-based attempt number of a job message; absent means 1.
+    pub const ATTEMPT: &str = "x-attempt";
+    /// Why the previous attempt was retried, or why the message was dead-lettered.
+    pub const REASON: &str = "x-reason";
+    /// The stable error code behind [`REASON`].
+    pub const ERROR_CODE: &str = "x-error-code";
+    /// The job id, when the message was a readable job.
+    pub const JOB_ID: &str = "x-job-id";
+    /// Exchange and routing key the message first arrived with.
+    pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+}
+
+/// Names and limits of the broker objects; defaults match the AsyncAPI document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Topic exchange the import service publishes jobs to.
+    pub exchange: String,
+    pub routing_key: String,
+    /// Durable quorum queue the workers consume.
+    pub jobs_queue: String,
+    /// Delay queue: a retried job waits here for its TTL, then returns to `jobs_queue`.
+    pub retry_queue: String,
+    /// Jobs that will never succeed, with the reason in their headers.
+    pub dead_letter_queue: String,
+    /// Deliveries of one message (crashes and requeues included) after which the broker
+    /// itself dead-letters it: the guard against a message that kills every worker.
+    pub delivery_limit: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology::with_prefix("asset-import")
+    }
+}
+
+impl Topology {
+    /// `PREFIX` exchange, `PREFIX.jobs`, `PREFIX.retry`, `PREFIX.dlq`, routing key `job.v1`.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topology {
+            exchange: prefix.to_string(),
+            routing_key: "job.v1".to_string(),
+            jobs_queue: format!("{prefix}.jobs"),
+            retry_queue: format!("{prefix}.retry"),
+            dead_letter_queue: format!("{prefix}.dlq"),
+            delivery_limit: 20,
+        }
+    }
+
+    /// Declares everything; declaring again with the same settings is a no-op, with
+    /// different ones the broker refuses (PRECONDITION_FAILED), which is not retryable.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), QueueError> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .exchange_declare(&self.exchange, ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(|source| declare_err("exchange", &self.exchange, source))?;
+
+        let queue_opts = QueueDeclareOptions { durable: true, ..Default::default() };
+
+        let mut dlq = FieldTable::default();
+        dlq.insert("x-queue-type".into(), string("quorum"));
+        channel
+            .queue_declare(&self.dead_letter_queue, queue_opts, dlq)
+            .await
+            .map_err(|source| declare_err("queue", &self.dead_letter_queue, source))?;
+
+        let mut jobs = FieldTable::default();
+        jobs.insert("x-queue-type".into(), string("quorum"));
+        jobs.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit as i32));
+        jobs.insert("x-dead-letter-exchange".into(), string(""));
+        jobs.insert("x-dead-letter-routing-key".into(), string(&self.dead_letter_queue));
+        channel
+            .queue_declare(&self.jobs_queue, queue_opts, jobs)
+            .await
+            .map_err(|source| declare_err("queue", &self.jobs_queue, source))?;
+        channel
+            .queue_bind(
+                &self.jobs_queue,
+                &self.exchange,
+                &self.routing_key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| declare_err("binding", &self.jobs_queue, source))?;
+
+        // A classic queue: per-message TTL (the backoff) then dead-letter straight to the
+        // jobs queue through the default exchange, so other bindings never see retries.
+        // Expiry happens at the head of the queue, so a short delay queued behind a long
+        // one waits for it: delays are "at least", bounded by the backoff's maximum.
+        let mut retry = FieldTable::default();
+        retry.insert("x-dead-letter-exchange".into(), string(""));
+        retry.insert("x-dead-letter-routing-key".into(), string(&self.jobs_queue));
+        channel
+            .queue_declare(&self.retry_queue, queue_opts, retry)
+            .await
+            .map_err(|source| declare_err("queue", &self.retry_queue, source))?;
+        Ok(())
+    }
+}
+
+fn declare_err(kind: &str, name: &str, source: lapin::Error) -> QueueError {
+    QueueError::Declare { what: format!("{kind} {name:?}"), source }
+}
+
+pub(crate) fn string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// A header as text, whatever string type the publisher chose.
+pub fn header_str(table: Option<&FieldTable>, key: &str) -> Option<String> {
+    match table?.inner().get(&ShortString::from(key))? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// A header as a non-negative integer, whatever integer type the publisher chose.
+pub fn header_u32(table: Option<&FieldTable>, key: &str) -> Option<u32> {
+    let v: i128 = match table?.inner().get(&ShortString::from(key))? {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => (*v).into(),
+        AMQPValue::Timestamp(v) => (*v).into(),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.trim().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_match_the_contract() {
+        let t = Topology::default();
+        assert_eq!(t.exchange, "asset-import");
+        assert_eq!(t.routing_key, "job.v1");
+        assert_eq!(t.jobs_queue, "asset-import.jobs");
+        assert_eq!(t.retry_queue, "asset-import.retry");
+        assert_eq!(t.dead_letter_queue, "asset-import.dlq");
+    }
+
+    #[test]
+    fn headers_read_any_integer_type() {
+        let mut t = FieldTable::default();
+        t.insert("a".into(), AMQPValue::LongLongInt(3));
+        t.insert("b".into(), AMQPValue::ShortShortUInt(2));
+        t.insert("c".into(), string("7"));
+        t.insert("d".into(), AMQPValue::LongInt(-1));
+        assert_eq!(header_u32(Some(&t), "a"), Some(3));
+        assert_eq!(header_u32(Some(&t), "b"), Some(2));
+        assert_eq!(header_u32(Some(&t), "c"), Some(7));
+        assert_eq!(header_u32(Some(&t), "d"), None);
+        assert_eq!(header_u32(Some(&t), "missing"), None);
+        assert_eq!(header_str(Some(&t), "c").as_deref(), Some("7"));
+    }
+}

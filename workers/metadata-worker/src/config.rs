@@ -1,0 +1,400 @@
+//! Flags with environment fallbacks, validated once at start into resolved configs:
+//! a bad setting fails fast with a message naming the flag and the variable, and
+//! nothing downstream re-checks or re-reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use asset_core::Limits;
+use asset_queue::{Backoff, QueueConfig, Topology};
+use asset_sink::{SinkKind, SinkSettings};
+use asset_storage::StorageConfig;
+
+/// What every way of running the pipeline shares (`run` and `replay`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// Assets processed at once by this process, across all its jobs (1–1024).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Directory for downloads while they are probed. Private to this process: it is
+    /// created 0700 and emptied at start and at shutdown, so give each replica its own.
+    #[arg(long, env = "TEMP_DIR")]
+    pub temp_dir: Option<PathBuf>,
+
+    /// Largest asset downloaded and probed, in bytes; larger ones get `too_large`.
+    #[arg(long, env = "MAX_ASSET_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub max_asset_bytes: u64,
+
+    /// Time budget for probing one file, e.g. `30s`, `500ms`.
+    #[arg(long, env = "PROBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+
+    /// Directory that `secret_ref = "file:PATH"` references of storage integrations
+    /// must stay inside; unset refuses every `file:` reference.
+    #[arg(long, env = "SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// The resolved pipeline settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub concurrency: usize,
+    pub limits: Limits,
+    pub storage: StorageConfig,
+}
+
+impl PipelineArgs {
+    pub fn resolve(&self) -> anyhow::Result<PipelineConfig> {
+        if !(1..=1024).contains(&self.concurrency) {
+            bail!("CONCURRENCY (--concurrency) must be between 1 and 1024, got {}", self.concurrency);
+        }
+        if self.max_asset_bytes == 0 {
+            bail!("MAX_ASSET_BYTES (--max-asset-bytes) must be positive");
+        }
+        if self.probe_timeout.is_zero() {
+            bail!("PROBE_TIMEOUT (--probe-timeout) must be positive");
+        }
+        let temp_dir = match &self.temp_dir {
+            Some(dir) if dir.as_os_str().is_empty() => bail!("TEMP_DIR (--temp-dir) is empty"),
+            Some(dir) => dir.clone(),
+            None => StorageConfig::default().temp_dir,
+        };
+        if temp_dir.exists() && !temp_dir.is_dir() {
+            bail!("TEMP_DIR (--temp-dir) {} exists and is not a directory", temp_dir.display());
+        }
+        let limits = Limits {
+            max_file_bytes: self.max_asset_bytes,
+            max_millis: u64::try_from(self.probe_timeout.as_millis()).unwrap_or(u64::MAX),
+            ..Limits::default()
+        };
+        let storage = StorageConfig {
+            temp_dir,
+            max_asset_bytes: self.max_asset_bytes,
+            secrets_dir: self.secrets_dir.clone(),
+            ..StorageConfig::default()
+        };
+        Ok(PipelineConfig { concurrency: self.concurrency, limits, storage })
+    }
+}
+
+/// Where the broker objects are; shared by `run` and `publish`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL, `amqp://user:password@host:5672/vhost`. Never logged.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// Topic exchange import jobs are published to.
+    #[arg(long, env = "JOBS_EXCHANGE", default_value = "asset-import")]
+    pub jobs_exchange: String,
+
+    /// Routing key of import jobs.
+    #[arg(long, env = "JOBS_ROUTING_KEY", default_value = "job.v1")]
+    pub jobs_routing_key: String,
+
+    /// Durable quorum queue the workers consume.
+    #[arg(long, env = "JOBS_QUEUE", default_value = "asset-import.jobs")]
+    pub jobs_queue: String,
+
+    /// Delay queue retried jobs wait in before returning to the jobs queue.
+    #[arg(long, env = "RETRY_QUEUE", default_value = "asset-import.retry")]
+    pub retry_queue: String,
+
+    /// Queue of jobs that will never succeed, each with an `x-reason` header.
+    #[arg(long, env = "DEAD_LETTER_QUEUE", default_value = "asset-import.dlq")]
+    pub dead_letter_queue: String,
+
+    /// Deliveries of one message (crashes and requeues included) after which the
+    /// broker dead-letters it by itself; guards against a job that kills every worker.
+    #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
+    pub delivery_limit: u32,
+}
+
+impl BrokerArgs {
+    /// The broker settings with everything checked but the connection itself.
+    pub fn resolve(&self) -> anyhow::Result<QueueConfig> {
+        let url = self.amqp_url.clone().filter(|u| !u.trim().is_empty());
+        let Some(url) = url else { bail!("AMQP_URL (--amqp-url) is required") };
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            bail!("AMQP_URL (--amqp-url) must start with amqp:// or amqps://");
+        }
+        for (name, flag, value) in [
+            ("JOBS_EXCHANGE", "--jobs-exchange", &self.jobs_exchange),
+            ("JOBS_ROUTING_KEY", "--jobs-routing-key", &self.jobs_routing_key),
+            ("JOBS_QUEUE", "--jobs-queue", &self.jobs_queue),
+            ("RETRY_QUEUE", "--retry-queue", &self.retry_queue),
+            ("DEAD_LETTER_QUEUE", "--dead-letter-queue", &self.dead_letter_queue),
+        ] {
+            if value.trim().is_empty() || value.len() > 255 {
+                bail!("{name} ({flag}) must be 1 to 255 characters");
+            }
+        }
+        let queues = [&self.jobs_queue, &self.retry_queue, &self.dead_letter_queue];
+        if queues[0] == queues[1] || queues[0] == queues[2] || queues[1] == queues[2] {
+            bail!("JOBS_QUEUE, RETRY_QUEUE and DEAD_LETTER_QUEUE must be three different queues");
+        }
+        if self.delivery_limit == 0 {
+            bail!("DELIVERY_LIMIT (--delivery-limit) must be positive");
+        }
+        let mut cfg = QueueConfig::new(url);
+        cfg.topology = Topology {
+            exchange: self.jobs_exchange.clone(),
+            routing_key: self.jobs_routing_key.clone(),
+            jobs_queue: self.jobs_queue.clone(),
+            retry_queue: self.retry_queue.clone(),
+            dead_letter_queue: self.dead_letter_queue.clone(),
+            delivery_limit: self.delivery_limit,
+        };
+        // Checked here so a malformed URL fails at start, not at the first connect.
+        if asset_queue::QueueConfig::redacted_url(&cfg).starts_with('<') {
+            bail!("AMQP_URL (--amqp-url) does not parse as amqp://user:password@host:port/vhost");
+        }
+        Ok(cfg)
+    }
+}
+
+/// Flags of `metadata-worker run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunFlags {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+
+    /// Where results go: a comma list of `postgres`, `amqp`, `jsonl`.
+    #[arg(long, env = "SINKS", default_value = "postgres")]
+    pub sinks: String,
+
+    /// PostgreSQL URL for the `postgres` sink. Never logged.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Exchange the `amqp` sink publishes results and job completions to.
+    #[arg(long, env = "RESULTS_EXCHANGE", default_value = asset_sink::DEFAULT_RESULTS_EXCHANGE)]
+    pub results_exchange: String,
+
+    /// File the `jsonl` sink appends to; stdout when unset.
+    #[arg(long, env = "JSONL_PATH")]
+    pub jsonl_path: Option<PathBuf>,
+
+    /// Jobs the broker hands this replica before it acks (basic.qos); defaults to
+    /// CONCURRENCY so no job waits in a replica while another one is idle.
+    #[arg(long, env = "PREFETCH")]
+    pub prefetch: Option<u16>,
+
+    /// Attempts a job gets for transient faults before it is dead-lettered.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// Delay before the first retry; doubles per attempt, with jitter.
+    #[arg(long, env = "RETRY_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub retry_delay: Duration,
+
+    /// Longest delay between retries.
+    #[arg(long, env = "RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`; `off` for none.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
+
+    /// How long in-flight assets may take to finish after SIGTERM or SIGINT before the
+    /// rest of their jobs is handed back to the queue.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long to keep trying to reach the broker and sinks at start.
+    #[arg(long, env = "STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+
+    /// Log format on stderr: `json` (one object per line) or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+
+    /// Accept jobs whose storage is `{"provider": "local", "root": DIR}`. Off by default:
+    /// a job from the broker must not read the worker's own disk. For development and
+    /// tests only.
+    #[arg(long, env = "ALLOW_LOCAL_STORAGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_local_storage: bool,
+}
+
+/// The resolved configuration of `run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub pipeline: PipelineConfig,
+    pub queue: QueueConfig,
+    pub sinks: Vec<SinkKind>,
+    pub sink_settings: SinkSettings,
+    pub metrics_addr: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+    pub startup_timeout: Duration,
+    pub log_format: LogFormat,
+    pub allow_local_storage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> anyhow::Result<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => bail!("LOG_FORMAT (--log-format) must be json or text, got {other:?}"),
+        }
+    }
+}
+
+impl RunFlags {
+    pub fn resolve(&self) -> anyhow::Result<RunConfig> {
+        let pipeline = self.pipeline.resolve()?;
+        let mut queue = self.broker.resolve()?;
+        let sinks = asset_sink::parse_sinks(&self.sinks).context("SINKS (--sinks)")?;
+        let database_url = self.database_url.clone().filter(|u| !u.trim().is_empty());
+        if sinks.contains(&SinkKind::Postgres) && database_url.is_none() {
+            bail!("DATABASE_URL (--database-url) is required by the postgres sink named in SINKS");
+        }
+        let prefetch = match self.prefetch {
+            Some(0) => bail!("PREFETCH (--prefetch) must be at least 1"),
+            Some(p) => p,
+            None => u16::try_from(pipeline.concurrency).unwrap_or(u16::MAX),
+        };
+        if self.max_attempts == 0 {
+            bail!("MAX_ATTEMPTS (--max-attempts) must be at least 1");
+        }
+        if self.retry_delay.is_zero() {
+            bail!("RETRY_DELAY (--retry-delay) must be positive");
+        }
+        if self.retry_max_delay < self.retry_delay {
+            bail!("RETRY_MAX_DELAY (--retry-max-delay) must not be shorter than RETRY_DELAY");
+        }
+        let metrics_addr = match self.metrics_addr.trim() {
+            "off" | "" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "METRICS_ADDR (--metrics-addr) must be host:port like 0.0.0.0:9090 or off, got {addr:?}"
+                )
+            })?),
+        };
+        queue.prefetch = prefetch;
+        queue.max_attempts = self.max_attempts;
+        queue.retry_backoff = Backoff { base: self.retry_delay, max: self.retry_max_delay };
+        let sink_settings = SinkSettings {
+            database_url,
+            amqp_url: queue.url.clone().into(),
+            results_exchange: Some(self.results_exchange.clone()),
+            jsonl_path: self.jsonl_path.clone(),
+        };
+        Ok(RunConfig {
+            pipeline,
+            queue,
+            sinks,
+            sink_settings,
+            metrics_addr,
+            shutdown_grace: self.shutdown_grace,
+            startup_timeout: self.startup_timeout,
+            log_format: LogFormat::parse(&self.log_format)?,
+            allow_local_storage: self.allow_local_storage,
+        })
+    }
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 250ms, 30s, 5m or 1h"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} is not a duration like 250ms, 30s, 5m or 1h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunFlags,
+    }
+
+    /// Parses flags only; variables that the test machine happens to have set would
+    /// otherwise decide the outcome, so every setting a test relies on is a flag.
+    fn resolve(args: &[&str]) -> anyhow::Result<RunConfig> {
+        let mut argv = vec!["mw"];
+        argv.extend_from_slice(args);
+        if !args.contains(&"--amqp-url") {
+            argv.extend(["--amqp-url", "amqp://guest:guest@127.0.0.1:5672/%2f"]);
+        }
+        if !args.contains(&"--database-url") {
+            argv.extend(["--database-url", "postgres://postgres@127.0.0.1/test"]);
+        }
+        Cli::try_parse_from(argv)?.run.resolve()
+    }
+
+    fn err(args: &[&str]) -> String {
+        format!("{:#}", resolve(args).expect_err("should be refused"))
+    }
+
+    #[test]
+    fn defaults_resolve_and_prefetch_follows_concurrency() {
+        let c = resolve(&["--concurrency", "7", "--sinks", "postgres,jsonl"]).unwrap();
+        assert_eq!(c.pipeline.concurrency, 7);
+        assert_eq!(c.queue.prefetch, 7);
+        assert_eq!(c.sinks, vec![SinkKind::Postgres, SinkKind::Jsonl]);
+        assert_eq!(c.queue.topology, Topology::default());
+        assert!(!c.allow_local_storage, "a broker job may not read the worker's disk by default");
+        let c =
+            resolve(&["--prefetch", "2", "--metrics-addr", "off", "--allow-local-storage", "true"]).unwrap();
+        assert_eq!(c.queue.prefetch, 2);
+        assert_eq!(c.metrics_addr, None);
+        assert!(c.allow_local_storage);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_in_its_error() {
+        assert!(err(&["--concurrency", "0"]).contains("CONCURRENCY"));
+        assert!(err(&["--prefetch", "0"]).contains("PREFETCH"));
+        assert!(err(&["--max-attempts", "0"]).contains("MAX_ATTEMPTS"));
+        assert!(err(&["--sinks", "postgres,kafka"]).contains("SINKS"));
+        assert!(err(&["--metrics-addr", "localhost"]).contains("METRICS_ADDR"));
+        assert!(err(&["--amqp-url", "http://x"]).contains("AMQP_URL"));
+        assert!(err(&["--jobs-queue", "q", "--retry-queue", "q"]).contains("RETRY_QUEUE"));
+        assert!(err(&["--retry-delay", "10s", "--retry-max-delay", "1s"]).contains("RETRY_MAX_DELAY"));
+        assert!(err(&["--log-format", "xml"]).contains("LOG_FORMAT"));
+        assert!(err(&["--database-url", ""]).contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn secrets_are_not_in_errors_or_debug_output() {
+        let e = err(&["--amqp-url", "amqp://u:hunter2@", "--concurrency", "5000"]);
+        assert!(!e.contains("hunter2"), "{e}");
+        let c = resolve(&["--amqp-url", "amqp://u:hunter2@mq:5672/%2f"]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

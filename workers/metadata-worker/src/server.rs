@@ -1,0 +1,73 @@
+//! The operations endpoint: `/metrics` for Prometheus, `/healthz` (the process runs)
+//! and `/readyz` (broker and every sink connected, not shutting down).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use asset_queue::BrokerHealth;
+use asset_sink::FanOut;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct Ops {
+    metrics: Arc<Metrics>,
+    broker: BrokerHealth,
+    sinks: FanOut,
+    stopping: CancellationToken,
+}
+
+/// Binds `addr` now (so a taken port fails the start) and serves until `done` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    broker: BrokerHealth,
+    sinks: FanOut,
+    stopping: CancellationToken,
+    done: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("METRICS_ADDR (--metrics-addr) {addr}: cannot listen: {e}"))?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(Ops { metrics, broker, sinks, stopping });
+    tracing::info!(addr = %addr, "serving /metrics, /healthz and /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(done.cancelled_owned()).await {
+            tracing::error!(error = %err, "the metrics server stopped");
+        }
+    }))
+}
+
+async fn metrics_handler(State(ops): State<Ops>) -> impl IntoResponse {
+    ops.metrics.broker_connected.set(i64::from(ops.broker.is_connected()));
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ops.metrics.encode(),
+    )
+}
+
+async fn ready_handler(State(ops): State<Ops>) -> impl IntoResponse {
+    let mut missing: Vec<&str> = Vec::new();
+    if ops.stopping.is_cancelled() {
+        missing.push("shutting down");
+    }
+    if !ops.broker.is_connected() {
+        missing.push("broker");
+    }
+    missing.extend(ops.sinks.not_ready().await);
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", missing.join(", ")))
+    }
+}

@@ -1,0 +1,199 @@
+//! Helpers shared by the storage end-to-end tests: finding and starting the servers
+//! (moto for STS/IAM/S3, s3s-fs for SigV4 and presigned URLs), a tiny scripted HTTP
+//! server for fault sequences, and a tracing capture to search logs for secrets.
+//! When `CI=true`, a missing server fails the test instead of skipping it.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use asset_storage::{RetryConfig, StorageConfig};
+use aws_config::{BehaviorVersion, SdkConfig};
+
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `false` (skip, with a note) when a server is missing locally; a panic in CI.
+pub fn require(what: &str, available: bool) -> bool {
+    if !available {
+        if ci() {
+            panic!(
+                "{what} is not available and CI=true: start it with scripts/test.sh (scripts/s3-servers.sh)"
+            );
+        }
+        eprintln!("SKIPPED: {what} is not available; run scripts/test.sh to install and start it");
+    }
+    available
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// `S3S_FS`, then `./.tools/bin/s3s-fs` (scripts/s3-servers.sh), then `PATH`.
+pub fn s3s_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("S3S_FS") {
+        return Some(PathBuf::from(p));
+    }
+    let local = workspace_root().join(".tools/bin/s3s-fs");
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("s3s-fs")).find(|p| p.is_file())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// An s3s-fs instance on a free port, serving a temp directory (one subdirectory per
+/// bucket), accepting exactly one key pair. Killed on drop.
+pub struct S3s {
+    child: Child,
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+}
+
+impl S3s {
+    pub fn start(access_key: &str, secret_key: &str) -> Option<S3s> {
+        let bin = s3s_bin();
+        if !require("s3s-fs", bin.is_some()) {
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(bin.unwrap())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", access_key, "--secret-key", secret_key])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning s3s-fs");
+        let s = S3s { child, endpoint: format!("http://127.0.0.1:{port}"), root };
+        assert!(wait_port(port), "s3s-fs did not start listening on {port}");
+        Some(s)
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) {
+        let path = self.root.path().join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
+    pub fn bucket(&self, bucket: &str) {
+        std::fs::create_dir_all(self.root.path().join(bucket)).unwrap();
+    }
+}
+
+impl Drop for S3s {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Short backoffs so that retry tests finish fast; the policy is the production one.
+pub fn config(temp_dir: &Path) -> StorageConfig {
+    StorageConfig {
+        temp_dir: temp_dir.to_path_buf(),
+        retry: RetryConfig {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            budget: Duration::from_secs(20),
+        },
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(10),
+        ..StorageConfig::default()
+    }
+}
+
+/// A base AWS configuration with static keys and one endpoint, as the standard chain
+/// would build it from `AWS_ACCESS_KEY_ID`… and `AWS_ENDPOINT_URL`.
+pub async fn base_config(endpoint: &str, access_key: &str, secret_key: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            access_key, secret_key, None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+/// Files left in a temp directory.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Everything tracing writes on this thread, at TRACE level, every target included.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Panics naming the first secret found in the logs.
+    pub fn assert_free_of(&self, secrets: &[(&str, &str)]) {
+        let text = self.text();
+        for (what, secret) in secrets {
+            assert!(secret.len() >= 6, "{what} is too short to search for");
+            assert!(!text.contains(secret), "the {what} appears in the logs");
+        }
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// The query parameter `name` of a URL, e.g. its `X-Amz-Signature`.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}

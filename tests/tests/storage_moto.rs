@@ -206,7 +206,7 @@ fn delegated(
 #[tokio::test]
 async fn right_external_id_downloads_with_one_sts_call_per_integration() {
     let Some(m) = moto().await else { return };
-    let (logs, _guard) = Logs::capture();
+    let logs = Logs::capture();
     let temp = tempfile::tempdir().unwrap();
     let storage = storage(&m, temp.path()).await;
     // A storage service that speaks S3 and trusts the customer's STS: s3s-fs with the

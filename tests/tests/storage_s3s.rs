@@ -232,7 +232,7 @@ async fn startup_sweep_removes_leftovers_of_a_crashed_process() {
 #[tokio::test]
 async fn logs_of_a_full_run_hold_no_secret() {
     let Some(w) = world().await else { return };
-    let (logs, _guard) = Logs::capture();
+    let logs = Logs::capture();
     let signed = w.storage.presign(&w.integration, "s3://acme-assets/img/cat.jpg", None).await.unwrap();
     let asset = w.storage.fetch(&w.integration, "s3://acme-assets/img/cat.jpg").await.unwrap();
     asset.delete().unwrap();

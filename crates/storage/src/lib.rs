@@ -8,6 +8,7 @@ mod credentials;
 mod download;
 mod error;
 mod location;
+pub mod logging;
 mod retry;
 mod secret;
 mod source;

@@ -146,28 +146,57 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Everything tracing writes on this thread, at TRACE level, every target included.
+/// Everything tracing writes on one test's thread, at every level and target, under
+/// the worker's own credential guard (the SDK's trace logs print signing material; the
+/// worker never lets them through).
+///
+/// One process-wide subscriber, installed by the first capture, writes every line with
+/// its thread's name; a capture keeps the lines of its own thread (libtest names it
+/// after the test, and `#[tokio::test]` runs the test's tasks on it). A per-test scoped
+/// subscriber would be simpler but loses events: a callsite first hit on another test's
+/// thread at the wrong moment caches "never" for everyone.
+#[derive(Clone)]
+pub struct Logs {
+    thread: String,
+}
+
 #[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+fn buffer() -> &'static Buffer {
+    static BUFFER: std::sync::OnceLock<Buffer> = std::sync::OnceLock::new();
+    BUFFER.get_or_init(|| {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        let buffer = Buffer::default();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .with_thread_names(true)
+            .with_filter(asset_storage::logging::credential_guard());
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("no other global subscriber in the storage tests");
+        buffer
+    })
+}
 
 impl Logs {
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    pub fn capture() -> Logs {
+        buffer();
+        let thread = std::thread::current().name().expect("a named test thread").to_owned();
+        Logs { thread }
     }
 
+    /// This thread's lines.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        let all = buffer().0.lock().unwrap();
+        let marker = format!(" {} ", self.thread);
+        String::from_utf8_lossy(&all).lines().filter(|l| l.contains(&marker)).collect::<Vec<_>>().join("\n")
     }
 
-    /// Panics naming the first secret found in the logs.
+    /// Panics naming the first secret found in the logs of any thread.
     pub fn assert_free_of(&self, secrets: &[(&str, &str)]) {
-        let text = self.text();
+        let text = String::from_utf8_lossy(&buffer().0.lock().unwrap()).into_owned();
         for (what, secret) in secrets {
             assert!(secret.len() >= 6, "{what} is too short to search for");
             assert!(!text.contains(secret), "the {what} appears in the logs");
@@ -175,7 +204,7 @@ impl Logs {
     }
 }
 
-impl Write for Logs {
+impl Write for Buffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
@@ -185,9 +214,9 @@ impl Write for Logs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Buffer {
         self.clone()
     }
 }

@@ -30,6 +30,15 @@ enum Reply {
     Stall,
     /// A redirect to another host.
     Redirect,
+    /// Honours `bytes=A-B` with 206, `Content-Range` and this `ETag`; 412 when the
+    /// request's `If-Match` names another version.
+    Ranged { body: &'static [u8], etag: &'static str },
+    /// 200 with the whole body and its length, whatever the `Range`.
+    IgnoresRange(&'static [u8]),
+    /// 206 for the first 10 bytes, whatever was asked.
+    WrongRange(&'static [u8]),
+    /// 416 with `Content-Range: bytes */0`, as for a range of an empty object.
+    Unsatisfiable,
 }
 
 struct Server {
@@ -119,12 +128,55 @@ async fn answer(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             r
         }
+        Reply::Ranged { body, etag } => {
+            let if_match = request.lines().find_map(|l| l.strip_prefix("if-match: ").map(str::to_owned));
+            if if_match.is_some_and(|m| m.trim() != etag.to_lowercase()) {
+                stream.write_all(b"HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n").await
+            } else {
+                let (a, b) = parse_range(range.as_deref().unwrap(), body.len());
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    b - a + 1
+                );
+                stream.write_all(head.as_bytes()).await.and(stream.write_all(&body[a..=b]).await)
+            }
+        }
+        Reply::IgnoresRange(body) => {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).await.and(stream.write_all(body).await)
+        }
+        Reply::WrongRange(body) => {
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/{}\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.and(stream.write_all(&body[..10]).await)
+        }
+        Reply::Unsatisfiable => {
+            stream
+                .write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */0\r\nContent-Length: 0\r\n\r\n")
+                .await
+        }
         Reply::Redirect => {
             stream
                 .write_all(b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\n\r\n")
                 .await
         }
     };
+}
+
+/// `bytes=A-B` of a body of `len` bytes, clamped as servers do: inclusive bounds.
+fn parse_range(range: &str, len: usize) -> (usize, usize) {
+    let (a, b) = range.trim().strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+    let a: usize = a.parse().unwrap();
+    let b: usize = b.parse::<usize>().unwrap().min(len - 1);
+    (a, b)
+}
+
+/// A deterministic body of `len` bytes that lives for the whole test run.
+fn body(len: usize) -> &'static [u8] {
+    Box::leak((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into_boxed_slice())
 }
 
 struct Fixture {
@@ -255,4 +307,113 @@ async fn a_cancelled_download_leaves_no_file() {
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
     assert!(files_in(f.temp.path()).is_empty(), "cancellation left {:?}", files_in(f.temp.path()));
+}
+
+#[tokio::test]
+async fn ranged_reads_write_at_the_objects_offsets_and_cost_only_those_bytes() {
+    let f = fixture(|_| {}).await;
+    let data = body(1_000_000);
+    let server = serve(vec![Reply::Ranged { body: data, etag: "\"v1\"" }]).await;
+    let url = SignedUrl::new(&server.url, None);
+    let (mut partial, first) = f.storage.open_partial_signed(url, 65_536).await.unwrap();
+    assert_eq!(first, 0..65_536);
+    assert_eq!(partial.total(), 1_000_000);
+    assert_eq!(std::fs::metadata(partial.path()).unwrap().len(), 1_000_000, "a sparse file of the full size");
+    assert_eq!(partial.fetch(500_000..500_100).await.unwrap(), 500_000..500_100);
+    // Clamped to the object.
+    assert_eq!(partial.fetch(999_000..2_000_000).await.unwrap(), 999_000..1_000_000);
+    assert_eq!(partial.fetch(1_000_000..1_000_010).await.unwrap(), 1_000_000..1_000_000);
+    assert_eq!(partial.bytes_downloaded(), 65_536 + 100 + 1_000);
+    assert_eq!(partial.requests(), 3);
+    let on_disk = std::fs::read(partial.path()).unwrap();
+    for r in [0..65_536, 500_000..500_100, 999_000..1_000_000] {
+        assert_eq!(&on_disk[r.clone()], &data[r.clone()], "{r:?}");
+    }
+    assert!(on_disk[65_536..500_000].iter().all(|&b| b == 0), "nothing was written outside the ranges");
+    let ranges = server.ranges.lock().unwrap().clone();
+    assert_eq!(
+        ranges,
+        [
+            Some("bytes=0-65535".into()),
+            Some("bytes=500000-500099".into()),
+            Some("bytes=999000-999999".into())
+        ]
+    );
+    drop(partial);
+    assert!(files_in(f.temp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_range_is_read_only_up_to_the_range_end() {
+    let f = fixture(|_| {}).await;
+    let data = body(8_000_000);
+    let server = serve(vec![Reply::IgnoresRange(data)]).await;
+    let (mut partial, first) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 65_536).await.unwrap();
+    assert_eq!(first, 0..65_536);
+    assert_eq!(partial.total(), 8_000_000, "the size comes from Content-Length");
+    // The connection is dropped at the range end: at most a socket buffer more arrives.
+    assert!(partial.bytes_downloaded() < 1_000_000, "read {} of 8 MB", partial.bytes_downloaded());
+    // A later range costs the bytes up to its end, which are all kept.
+    assert_eq!(partial.fetch(2_000_000..2_000_100).await.unwrap(), 0..2_000_100);
+    assert!(partial.bytes_downloaded() < 4_000_000, "read {} of 8 MB", partial.bytes_downloaded());
+    let on_disk = std::fs::read(partial.path()).unwrap();
+    assert_eq!(&on_disk[..2_000_100], &data[..2_000_100]);
+}
+
+#[tokio::test]
+async fn replies_a_ranged_read_cannot_use_ask_for_the_full_download() {
+    let f = fixture(|_| {}).await;
+    // Another range than the one asked for.
+    let server = serve(vec![Reply::WrongRange(body(100_000))]).await;
+    let (mut partial, first) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 10).await.unwrap();
+    assert_eq!(first, 0..10);
+    let err = partial.fetch(50_000..50_010).await.unwrap_err();
+    assert!(err.wants_full_download() && !err.is_retryable(), "{err:?}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2, "not retried");
+    drop(partial);
+
+    // The object was replaced between two reads: If-Match fails.
+    let data = body(100_000);
+    let server = serve(vec![
+        Reply::Ranged { body: data, etag: "\"v1\"" },
+        Reply::Ranged { body: data, etag: "\"v2\"" },
+    ])
+    .await;
+    let (mut partial, _) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 4096).await.unwrap();
+    let err = partial.fetch(50_000..60_000).await.unwrap_err();
+    assert!(err.wants_full_download(), "{err:?}");
+    assert!(err.to_string().contains("changed"), "{err}");
+
+    // Ordinary faults keep their own meaning.
+    let server = serve(vec![Reply::Error(403, "AccessDenied")]).await;
+    let err = f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 4096).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied);
+    assert!(!err.wants_full_download());
+    drop(partial);
+    assert!(files_in(f.temp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_object_and_a_transient_fault_in_ranged_reads() {
+    let f = fixture(|_| {}).await;
+    let server = serve(vec![Reply::Unsatisfiable]).await;
+    let (partial, first) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 65_536).await.unwrap();
+    assert_eq!((first, partial.total()), (0..0, 0));
+
+    let server =
+        serve(vec![Reply::Error(503, "SlowDown"), Reply::Ranged { body: body(100), etag: "\"e\"" }]).await;
+    let (partial, first) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 65_536).await.unwrap();
+    assert_eq!((first, partial.total()), (0..100, 100));
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2, "the 503 was retried");
+
+    let small = fixture(|c| c.max_asset_bytes = 50).await;
+    let server = serve(vec![Reply::Ranged { body: body(100), etag: "\"e\"" }]).await;
+    let err = small.storage.open_partial_signed(SignedUrl::new(&server.url, None), 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    assert!(files_in(small.temp.path()).is_empty());
 }

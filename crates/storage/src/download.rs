@@ -2,16 +2,19 @@
 //! the whole body in memory), bounded by the size limit, retried on transient faults.
 //! Redirects are not followed: a signed URL that redirects elsewhere is refused.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::RetryConfig;
 use crate::error::StorageError;
 use crate::location::ByteRange;
+use crate::partial::Reply;
 use crate::retry::with_retry;
 use crate::secret::SignedUrl;
 use crate::temp::{self, TempAsset};
@@ -126,6 +129,148 @@ impl Downloader {
     }
 }
 
+impl Downloader {
+    /// One ranged read through a signed URL into `file` at the object's offsets (see
+    /// [`crate::partial`]), retried on transient faults. `etag` (from the first read) is
+    /// sent as `If-Match`; the first read learns the size and version from the reply.
+    pub(crate) async fn read_range(
+        &self,
+        url: &SignedUrl,
+        range: Range<u64>,
+        etag: Option<&str>,
+        file: &std::fs::File,
+        max_bytes: u64,
+        received: &AtomicU64,
+    ) -> Result<Reply, StorageError> {
+        with_retry(&self.retry, "ranged read", |attempt| {
+            self.read_range_attempt(url, range.clone(), etag, file, max_bytes, received, attempt)
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn read_range_attempt(
+        &self,
+        url: &SignedUrl,
+        range: Range<u64>,
+        etag: Option<&str>,
+        file: &std::fs::File,
+        max_bytes: u64,
+        received: &AtomicU64,
+        attempt: u32,
+    ) -> Result<Reply, StorageError> {
+        use std::os::unix::fs::FileExt;
+
+        let mut req =
+            self.client.get(url.expose()).header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(etag) = etag {
+            req = req.header(IF_MATCH, etag);
+        }
+        let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
+        let status = resp.status();
+        tracing::debug!(
+            status = status.as_u16(),
+            attempt,
+            start = range.start,
+            end = range.end,
+            "ranged read response"
+        );
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let reply_etag = header(ETAG);
+        let (start, total, stop) = match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let (first, last, total) = header(CONTENT_RANGE)
+                    .as_deref()
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| ranged_failed("a 206 reply without a usable Content-Range"))?;
+                let total =
+                    total.ok_or_else(|| ranged_failed("the server does not say the object's size"))?;
+                if first != range.start || last < first || last >= total {
+                    return Err(ranged_failed(format!(
+                        "asked for bytes {}-{}, got {first}-{last} of {total}",
+                        range.start,
+                        range.end - 1
+                    )));
+                }
+                (first, total, last + 1)
+            }
+            // `Range` ignored: the whole object follows. Keep what we asked for and all
+            // that comes before it (it is on the way anyway), stop there.
+            StatusCode::OK => {
+                let total = header(CONTENT_LENGTH)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| ranged_failed("the server ignored Range and sent no Content-Length"))?;
+                (0, total, range.end.min(total))
+            }
+            // Asking for the first bytes of an empty object.
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = header(CONTENT_RANGE).as_deref().and_then(parse_unsatisfied_range);
+                return match total {
+                    Some(0) if range.start == 0 => Ok(Reply { total: 0, written: 0..0, etag: reply_etag }),
+                    Some(total) => Err(ranged_failed(format!(
+                        "bytes from {} asked of an object of {total} bytes",
+                        range.start
+                    ))),
+                    None => Err(ranged_failed("416 without the object's size")),
+                };
+            }
+            StatusCode::PRECONDITION_FAILED => {
+                return Err(ranged_failed("the object changed while it was read"));
+            }
+            _ => {
+                let body = error_body(&mut resp).await;
+                return Err(status_error(status, &body));
+            }
+        };
+        if total > max_bytes {
+            tracing::debug!(total, max_bytes, "refused before reading the body");
+            return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
+        }
+        let mut at = start;
+        while at < stop {
+            let Some(chunk) = resp.chunk().await.map_err(|e| from_reqwest(e, "reading the body"))? else {
+                break;
+            };
+            received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let take = (chunk.len() as u64).min(stop - at) as usize;
+            file.write_all_at(&chunk[..take], at)
+                .map_err(|e| StorageError::io("writing the temp file", e))?;
+            at += take as u64;
+        }
+        if at < stop {
+            return Err(StorageError::Upstream {
+                service: SERVICE,
+                message: format!("the body ended after {} of {} bytes", at - start, stop - start),
+                retryable: true,
+                source: None,
+            });
+        }
+        // Dropping the response here closes a connection still sending the rest.
+        Ok(Reply { total, written: start..stop, etag: reply_etag })
+    }
+}
+
+fn ranged_failed(reason: impl Into<String>) -> StorageError {
+    StorageError::RangedReadFailed { reason: reason.into() }
+}
+
+/// `bytes FIRST-LAST/TOTAL` (TOTAL may be `*`, unknown).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((first.trim().parse().ok()?, last.trim().parse().ok()?, total))
+}
+
+/// `bytes */TOTAL`, the `Content-Range` of a 416.
+fn parse_unsatisfied_range(v: &str) -> Option<u64> {
+    v.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}
+
 /// reqwest errors name the URL they failed on; a signed URL must not reach a message.
 fn from_reqwest(e: reqwest::Error, during: &'static str) -> StorageError {
     let e = e.without_url();
@@ -192,6 +337,16 @@ pub(crate) fn status_error(status: StatusCode, body: &str) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(parse_content_range("bytes 0-65535/1048576"), Some((0, 65535, Some(1_048_576))));
+        assert_eq!(parse_content_range("bytes 10-19/*"), Some((10, 19, None)));
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_unsatisfied_range("bytes */0"), Some(0));
+        assert_eq!(parse_unsatisfied_range("bytes 0-1/2"), None);
+    }
 
     #[test]
     fn status_errors_keep_only_the_code_and_a_clean_message() {

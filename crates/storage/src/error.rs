@@ -66,6 +66,12 @@ pub enum StorageError {
     #[error("object too large: more than {limit} bytes (stopped after {received})")]
     TooLarge { limit: u64, received: u64 },
 
+    /// A ranged read got a reply it cannot use: no object size, another range than
+    /// the one asked for, an object replaced between two reads. Not retried as such:
+    /// the caller reads the whole object instead.
+    #[error("ranged read failed: {reason}")]
+    RangedReadFailed { reason: String },
+
     /// Local file-system failure (temp dir, temp file, local provider).
     #[error("i/o while {during}")]
     Io {
@@ -88,6 +94,7 @@ impl StorageError {
             StorageError::Timeout { .. } => ErrorCode::Timeout,
             StorageError::Upstream { .. } => ErrorCode::Upstream,
             StorageError::TooLarge { .. } => ErrorCode::TooLarge,
+            StorageError::RangedReadFailed { .. } => ErrorCode::Upstream,
             StorageError::Io { .. } => ErrorCode::Io,
         }
     }
@@ -100,6 +107,11 @@ impl StorageError {
             StorageError::Upstream { retryable, .. } => *retryable,
             _ => false,
         }
+    }
+
+    /// A ranged read failed in a way a full download of the object may not.
+    pub fn wants_full_download(&self) -> bool {
+        matches!(self, StorageError::RangedReadFailed { .. })
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

@@ -15,6 +15,7 @@ use crate::Inner;
 use crate::credentials::{Purpose, classify_sdk_error, presign_ttl, timeouts};
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, locate_s3};
+use crate::partial::Origin;
 use crate::secret::{SessionCredentials, SignedUrl};
 use crate::temp::{self, TempAsset};
 
@@ -25,6 +26,9 @@ pub(crate) trait ObjectSource: Send + Sync {
 
     /// The object (or a range of it) in a new temp file.
     async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError>;
+
+    /// Where ranged reads of the object go (see [`crate::partial`]).
+    async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError>;
 }
 
 pub(crate) struct S3Source<'a> {
@@ -105,6 +109,10 @@ impl ObjectSource for S3Source<'_> {
         let signed = self.presign(loc, None).await?;
         let cfg = &self.inner.config;
         self.inner.downloader.download(&signed, range, &cfg.temp_dir, cfg.max_asset_bytes).await
+    }
+
+    async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {
+        Ok(Origin::Signed(self.presign(loc, None).await?))
     }
 }
 
@@ -189,5 +197,13 @@ impl ObjectSource for LocalSource<'_> {
             .map_err(|e| StorageError::io("copying a local file", e))?;
         out.flush().await.map_err(|e| StorageError::io("writing the temp file", e))?;
         Ok(TempAsset::new(path, copied, copied))
+    }
+
+    async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {
+        let path = self.resolve(loc)?;
+        if !path.is_file() {
+            return Err(StorageError::NotFound { what: format!("local file {:?}", loc.key) });
+        }
+        Ok(Origin::Local(path))
     }
 }

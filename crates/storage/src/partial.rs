@@ -1,0 +1,249 @@
+//! Ranged reads of one object into one sparse temp file of the object's full size: the
+//! probe asks for the bytes it needs and the worker fetches those and no more.
+//!
+//! The first read asks for a prefix and learns the object's size (from `Content-Range`)
+//! and version (`ETag`); later reads send `If-Match` so that an object replaced half way
+//! is noticed (412) rather than stitched together from two versions. A server that
+//! ignores `Range` answers 200 with the whole body: the read then streams from the start
+//! and stops at the end of the range it wanted, so it costs the bytes up to there, never
+//! the rest of the object. Anything a ranged read cannot make sense of (no size, a range
+//! other than the one asked for, a changed object) is a
+//! [`StorageError::RangedReadFailed`]: the caller falls back to a full download.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use asset_core::Integration;
+use tempfile::TempPath;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::error::StorageError;
+use crate::location::ObjectLocation;
+use crate::secret::SignedUrl;
+use crate::temp::{self, TempAsset};
+use crate::{Storage, validate_integration};
+
+/// A signed URL is signed again when it has less than this left.
+const RESIGN_MARGIN: Duration = Duration::from_secs(30);
+
+/// Where an object's bytes are read from.
+pub(crate) enum Origin {
+    /// A URL signed for GET; `Range` and `If-Match` travel as unsigned headers.
+    Signed(SignedUrl),
+    /// A file of the local provider, already resolved inside its root.
+    Local(PathBuf),
+}
+
+/// An object being read range by range. The temp file has the object's full size from
+/// the first read on; only the ranges returned by [`PartialAsset::open`] and
+/// [`PartialAsset::fetch`] hold its bytes. Dropping it removes the file.
+pub struct PartialAsset {
+    path: TempPath,
+    file: File,
+    origin: Origin,
+    storage: Storage,
+    /// The integration and object to sign again for, when the URL came from us.
+    resign: Option<(Integration, ObjectLocation)>,
+    total: u64,
+    etag: Option<String>,
+    bytes_downloaded: u64,
+    requests: u32,
+}
+
+impl std::fmt::Debug for PartialAsset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialAsset")
+            .field("path", &self.path)
+            .field("total", &self.total)
+            .field("bytes_downloaded", &self.bytes_downloaded)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one ranged read did.
+pub(crate) struct Reply {
+    /// The object's size.
+    pub(crate) total: u64,
+    /// The bytes now in the file (may start before and end after what was asked, when
+    /// the server ignored `Range`; always holds the part of it inside the object).
+    pub(crate) written: Range<u64>,
+    pub(crate) etag: Option<String>,
+}
+
+impl Storage {
+    /// Opens the object an asset URL names for ranged reading and reads its first
+    /// `first` bytes (all of a smaller object). Same validation, SSRF guard, signing and
+    /// limits as [`Storage::fetch`]; an object above the size limit is `too_large`
+    /// before any byte of it is written.
+    pub async fn open_partial(
+        &self,
+        integration: &Integration,
+        url: &str,
+        first: u64,
+    ) -> Result<(PartialAsset, Range<u64>), StorageError> {
+        validate_integration(integration)?;
+        let source = self.source(integration);
+        let loc = source.locate(url)?;
+        let origin = source.origin(&loc).await?;
+        let resign = matches!(origin, Origin::Signed(_)).then(|| (integration.clone(), loc));
+        self.open_origin(origin, resign, first).await
+    }
+
+    /// [`Storage::open_partial`] on a URL signed elsewhere (tools, tests); it is never
+    /// signed again.
+    pub async fn open_partial_signed(
+        &self,
+        url: SignedUrl,
+        first: u64,
+    ) -> Result<(PartialAsset, Range<u64>), StorageError> {
+        self.open_origin(Origin::Signed(url), None, first).await
+    }
+
+    async fn open_origin(
+        &self,
+        origin: Origin,
+        resign: Option<(Integration, ObjectLocation)>,
+        first: u64,
+    ) -> Result<(PartialAsset, Range<u64>), StorageError> {
+        let cfg = &self.inner.config;
+        let (file, path) = temp::new_file(&cfg.temp_dir)
+            .map_err(|e| StorageError::io("creating a temp file", e))?
+            .into_parts();
+        let mut asset = PartialAsset {
+            path,
+            file,
+            origin,
+            storage: self.clone(),
+            resign,
+            total: 0,
+            etag: None,
+            bytes_downloaded: 0,
+            requests: 0,
+        };
+        let written = asset.read(0..first.max(1), true).await?;
+        Ok((asset, written))
+    }
+}
+
+impl PartialAsset {
+    /// The object's full size.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes received over the network (or copied, for the local provider), every
+    /// request and attempt included.
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.bytes_downloaded
+    }
+
+    /// Ranged reads made, the first included (retries of one read are not counted).
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
+    /// Reads `range` (clamped to the object) into the file and says which bytes the file
+    /// now holds because of it; an empty range reads nothing.
+    pub async fn fetch(&mut self, range: Range<u64>) -> Result<Range<u64>, StorageError> {
+        let range = range.start.min(self.total)..range.end.min(self.total);
+        if range.is_empty() {
+            return Ok(range);
+        }
+        self.read(range, false).await
+    }
+
+    /// The file as a finished download (its bytes outside the fetched ranges are holes).
+    pub fn into_temp_asset(self) -> TempAsset {
+        TempAsset::new(self.path, self.total, self.bytes_downloaded)
+    }
+
+    async fn read(&mut self, range: Range<u64>, first: bool) -> Result<Range<u64>, StorageError> {
+        self.resign_if_needed().await?;
+        self.requests += 1;
+        let max_bytes = self.storage.inner.config.max_asset_bytes;
+        let reply = match &self.origin {
+            Origin::Local(source) => {
+                read_local(source, range, &self.file, &mut self.bytes_downloaded).await?
+            }
+            Origin::Signed(url) => {
+                let received = AtomicU64::new(0);
+                let etag = self.etag.as_deref();
+                let reply = self
+                    .storage
+                    .inner
+                    .downloader
+                    .read_range(url, range, etag, &self.file, max_bytes, &received)
+                    .await;
+                self.bytes_downloaded += received.load(Ordering::Relaxed);
+                reply?
+            }
+        };
+        if reply.total > max_bytes {
+            return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
+        }
+        self.accept(reply, first)
+    }
+
+    fn accept(&mut self, reply: Reply, first: bool) -> Result<Range<u64>, StorageError> {
+        if first {
+            self.total = reply.total;
+            self.etag = reply.etag;
+            self.file.set_len(reply.total).map_err(|e| StorageError::io("sizing the temp file", e))?;
+        } else if reply.total != self.total {
+            return Err(StorageError::RangedReadFailed {
+                reason: format!("the object's size changed from {} to {} bytes", self.total, reply.total),
+            });
+        }
+        Ok(reply.written)
+    }
+
+    async fn resign_if_needed(&mut self) -> Result<(), StorageError> {
+        let (Origin::Signed(url), Some((integration, loc))) = (&self.origin, &self.resign) else {
+            return Ok(());
+        };
+        let stale = url.expires_at().is_some_and(|at| at < SystemTime::now() + RESIGN_MARGIN);
+        if stale {
+            self.origin = self.storage.source(integration).origin(loc).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One ranged read of the local provider: the same bytes a server would send.
+async fn read_local(
+    source: &Path,
+    range: Range<u64>,
+    out: &File,
+    downloaded: &mut u64,
+) -> Result<Reply, StorageError> {
+    let mut input =
+        tokio::fs::File::open(source).await.map_err(|e| StorageError::io("opening a local file", e))?;
+    let total = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?.len();
+    let range = range.start.min(total)..range.end.min(total);
+    input
+        .seek(std::io::SeekFrom::Start(range.start))
+        .await
+        .map_err(|e| StorageError::io("seeking a local file", e))?;
+    let mut input = input.take(range.end - range.start);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = range.start;
+    loop {
+        let n = input.read(&mut buf).await.map_err(|e| StorageError::io("reading a local file", e))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all_at(&buf[..n], at).map_err(|e| StorageError::io("writing the temp file", e))?;
+        at += n as u64;
+        *downloaded += n as u64;
+    }
+    Ok(Reply { total, written: range.start..at, etag: None })
+}

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# The probe benchmark (issue 2): throughput over the fixtures beside exiftool and ffprobe
-# measured in the same run, then peak RSS of `metadata-worker probe` on hostile and huge
-# inputs. Installs the peers from Debian if they are missing. Usage: scripts/bench-probe.sh
+# The probe benchmark (issues 2 and 5): throughput over the fixtures and a generated bulk
+# set (scripts/bench/make-bulk-set.sh, under target/, not committed) beside exiftool,
+# mediainfo and ffprobe measured in the same run, accuracy on the bulk set against the
+# values it was generated with, then peak RSS of `metadata-worker probe` on hostile and
+# huge inputs. Installs the peers from Debian if they are missing.
+# Usage: scripts/bench-probe.sh [BULK_FILES]   (default 2000; BULK_DIR overrides the dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v exiftool >/dev/null || need+=(libimage-exiftool-perl)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v mediainfo >/dev/null || need+=(mediainfo)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
-echo "## Throughput (files/s; higher is better)"
-cargo bench -q -p asset-probe --bench throughput -- "$PWD/fixtures/assets" "$@"
+bulk="${BULK_DIR:-$PWD/target/bulk-set}"
+scripts/bench/make-bulk-set.sh "$bulk" "${1:-2000}"
+
+echo "## Throughput (higher is better) and accuracy"
+cargo bench -q -p asset-probe --bench throughput -- "$PWD/fixtures/assets" "$bulk"
 
 echo
 echo "## Peak RSS of one \`metadata-worker probe FILE\` process"

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use asset_core::Limits;
+use asset_probe::FetchPolicy;
 use asset_queue::{Backoff, QueueConfig, Topology};
 use asset_sink::{SinkKind, SinkSettings};
 use asset_storage::StorageConfig;
+
+use crate::fetch::FetchMode;
 
 /// What every way of running the pipeline shares (`run` and `replay`).
 #[derive(Debug, Clone, clap::Args)]
@@ -36,12 +39,30 @@ pub struct PipelineArgs {
     /// must stay inside; unset refuses every `file:` reference.
     #[arg(long, env = "SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+
+    /// How assets are downloaded: `ranged` reads only the byte ranges the probe needs
+    /// (a prefix, then what the format asks for; the whole object only for formats read
+    /// to the end, or when the storage cannot serve ranges), `full` the whole object.
+    #[arg(long, env = "FETCH_MODE", value_enum, default_value_t = FetchModeArg::Ranged)]
+    pub fetch: FetchModeArg,
+
+    /// Size of the first ranged read in bytes (at least 4096); later reads are never
+    /// smaller than the lesser of this and 64 KiB.
+    #[arg(long, env = "FIRST_FETCH_BYTES", default_value_t = asset_probe::FetchPolicy::default().first)]
+    pub first_fetch_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FetchModeArg {
+    Ranged,
+    Full,
 }
 
 /// The resolved pipeline settings.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub concurrency: usize,
+    pub fetch: FetchMode,
     pub limits: Limits,
     pub storage: StorageConfig,
 }
@@ -76,7 +97,21 @@ impl PipelineArgs {
             secrets_dir: self.secrets_dir.clone(),
             ..StorageConfig::default()
         };
-        Ok(PipelineConfig { concurrency: self.concurrency, limits, storage })
+        if self.first_fetch_bytes < 4096 {
+            bail!(
+                "FIRST_FETCH_BYTES (--first-fetch-bytes) must be at least 4096, got {}",
+                self.first_fetch_bytes
+            );
+        }
+        let fetch = match self.fetch {
+            FetchModeArg::Full => FetchMode::Full,
+            FetchModeArg::Ranged => {
+                let first = self.first_fetch_bytes;
+                let min = first.min(FetchPolicy::default().min);
+                FetchMode::Ranged(FetchPolicy { first, min, ..FetchPolicy::default() })
+            }
+        };
+        Ok(PipelineConfig { concurrency: self.concurrency, fetch, limits, storage })
     }
 }
 

@@ -2,6 +2,7 @@
 //! Flags are parsed here, validated into resolved configs, and handed to the crates.
 
 mod config;
+mod fetch;
 mod logging;
 mod metrics;
 mod pipeline;

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::fetch::{Path as FetchPath, Probed};
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AssetLabels {
     /// `image`, `video`, … or `unknown` when the asset failed before detection.
@@ -35,6 +37,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// `ranged`, `full`, or `fallback` (ranged abandoned for the full download).
+    pub path: String,
+    /// The detected MIME type, or `unknown`.
+    pub mime: String,
+    /// `true` when every byte of the object was downloaded: the format needs it (text,
+    /// MP3 without a Xing/VBRI header, PDF, raw ADTS) or the object fit in the first read.
+    pub whole_file: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -47,6 +60,10 @@ pub struct Metrics {
     pub jobs: Family<OutcomeLabels, Counter>,
     pub assets: Family<AssetLabels, Counter>,
     pub bytes_downloaded: Counter,
+    pub object_bytes: Counter,
+    pub fetches: Family<FetchLabels, Counter>,
+    pub ranged_reads: Counter,
+    pub sts_calls: Gauge,
     pub asset_stage_seconds: HistogramFamily<StageLabels>,
     pub job_seconds: Histogram,
     pub jobs_in_flight: Gauge,
@@ -75,6 +92,26 @@ impl Metrics {
             "downloaded_bytes",
             "Bytes downloaded from customer storage",
             bytes_downloaded.clone(),
+        );
+        let object_bytes = Counter::default();
+        registry.register(
+            "object_bytes",
+            "Total size of the objects fetched (downloaded_bytes / object_bytes is the share fetched)",
+            object_bytes.clone(),
+        );
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "fetches",
+            "Assets fetched, by path (ranged, full, fallback), MIME type and whether the whole object was needed",
+            fetches.clone(),
+        );
+        let ranged_reads = Counter::default();
+        registry.register("ranged_reads", "HTTP range requests (or local reads) made", ranged_reads.clone());
+        let sts_calls = Gauge::default();
+        registry.register(
+            "sts_assume_role_calls",
+            "STS AssumeRole calls made by this process (one per integration per credential lifetime)",
+            sts_calls.clone(),
         );
         let asset_stage_seconds: HistogramFamily<StageLabels> =
             Family::new_with_constructor(seconds_histogram);
@@ -106,6 +143,10 @@ impl Metrics {
             jobs,
             assets,
             bytes_downloaded,
+            object_bytes,
+            fetches,
+            ranged_reads,
+            sts_calls,
             asset_stage_seconds,
             job_seconds,
             jobs_in_flight,
@@ -129,6 +170,22 @@ impl Metrics {
 
     pub fn stage(&self, stage: &str, seconds: f64) {
         self.asset_stage_seconds.get_or_create(&StageLabels { stage: stage.to_string() }).observe(seconds);
+    }
+
+    /// What fetching one asset cost.
+    pub fn fetched(&self, probed: &Probed) {
+        self.bytes_downloaded.inc_by(probed.bytes_downloaded);
+        self.object_bytes.inc_by(probed.size);
+        if probed.path != FetchPath::Full {
+            self.ranged_reads.inc_by(u64::from(probed.requests));
+        }
+        let mime = probed.result.as_ref().map_or("unknown", |m| m.mime.as_str());
+        let labels = FetchLabels {
+            path: probed.path.as_str().into(),
+            mime: mime.into(),
+            whole_file: probed.whole_file.to_string(),
+        };
+        self.fetches.get_or_create(&labels).inc();
     }
 
     pub fn dead_letter(&self, reason: &str) {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use asset_core::{ErrorBody, ErrorCode, Limits};
 use asset_queue::Outcome;
@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::fetch::{self, FetchMode};
 use crate::metrics::Metrics;
 
 /// How a job ended, from the pipeline's point of view.
@@ -59,6 +60,7 @@ pub struct Pipeline {
     storage: Storage,
     sink: Arc<dyn MetadataSink>,
     limits: Limits,
+    fetch: FetchMode,
     /// Assets in progress across every job of this process (CONCURRENCY).
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -80,11 +82,17 @@ impl Pipeline {
             storage,
             sink,
             limits,
+            fetch: FetchMode::default(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             metrics,
             stop,
             observer: None,
         }
+    }
+
+    pub fn with_fetch(mut self, mode: FetchMode) -> Self {
+        self.fetch = mode;
+        self
     }
 
     pub fn with_observer(mut self, observer: ResultObserver) -> Self {
@@ -188,10 +196,8 @@ impl Pipeline {
         let started = Instant::now();
         let mut timings = BTreeMap::new();
 
-        let t = Instant::now();
-        let fetched = self.storage.fetch(&job.storage, &asset.url).await;
-        self.time(&mut timings, "download", t);
-
+        let fetched =
+            fetch::fetch_and_probe(&self.storage, &job.storage, &asset.url, &self.limits, self.fetch).await;
         let (metadata, error, size_bytes, bytes_downloaded) = match fetched {
             Err(err) if err.is_retryable() => {
                 tracing::warn!(code = %err.code(), error = %err, "download failed; the job will be retried");
@@ -201,44 +207,37 @@ impl Pipeline {
                 };
             }
             Err(err) => (None, Some(ErrorBody { code: err.code(), message: err.to_string() }), 0, 0),
-            Ok(temp) => {
-                let (size, downloaded) = (temp.size(), temp.bytes_downloaded());
-                self.metrics.bytes_downloaded.inc_by(downloaded);
-                let path = temp.path().to_path_buf();
-                let limits = self.limits.clone();
-                let t = Instant::now();
-                // The probe blocks (and has its own time budget); a panic that escapes
-                // it still only fails this asset.
-                let probed = tokio::task::spawn_blocking(move || asset_probe::probe(&path, &limits)).await;
-                self.time(&mut timings, "probe", t);
-                // The customer's bytes go as soon as the probe is done with them.
-                if let Err(err) = temp.delete() {
+            Ok(probed) => {
+                self.time(&mut timings, "download", probed.download);
+                self.time(&mut timings, "probe", probed.probe);
+                self.metrics.fetched(&probed);
+                self.metrics.sts_calls.set(i64::try_from(self.storage.sts_calls()).unwrap_or(i64::MAX));
+                if let Some(err) = &probed.delete_failed {
                     self.metrics.temp_delete_failures.inc();
                     tracing::error!(error = %err, "deleting the downloaded file failed");
                 }
-                match probed {
-                    Ok(Ok(meta)) => (Some(meta), None, size, downloaded),
-                    Ok(Err(err)) if err.is_retryable() => {
+                tracing::debug!(
+                    path = probed.path.as_str(),
+                    requests = probed.requests,
+                    size = probed.size,
+                    bytes_downloaded = probed.bytes_downloaded,
+                    whole_file = probed.whole_file,
+                    "fetched and probed"
+                );
+                match probed.result {
+                    Ok(meta) => (Some(meta), None, probed.size, probed.bytes_downloaded),
+                    Err(err) if err.is_retryable() => {
                         tracing::warn!(code = %err.code(), error = %err, "reading the downloaded file failed; the job will be retried");
                         return AssetReport::Transient {
                             reason: format!("asset {}: {err}", asset.asset_id),
                             code: err.code(),
                         };
                     }
-                    Ok(Err(err)) => (
+                    Err(err) => (
                         None,
                         Some(ErrorBody { code: err.code(), message: err.to_string() }),
-                        size,
-                        downloaded,
-                    ),
-                    Err(_) => (
-                        None,
-                        Some(ErrorBody {
-                            code: ErrorCode::CorruptFile,
-                            message: "the parser panicked".into(),
-                        }),
-                        size,
-                        downloaded,
+                        probed.size,
+                        probed.bytes_downloaded,
                     ),
                 }
             }
@@ -262,7 +261,7 @@ impl Pipeline {
             timings_ms: BTreeMap::new(),
             extractor: Extractor::current(),
         };
-        timings.insert("total".to_string(), millis(started));
+        timings.insert("total".to_string(), millis(started.elapsed()));
         result.timings_ms = timings;
 
         let t = Instant::now();
@@ -289,14 +288,14 @@ impl Pipeline {
         AssetReport::Written(status, code)
     }
 
-    fn time(&self, timings: &mut BTreeMap<String, u64>, stage: &str, since: Instant) {
-        self.metrics.stage(stage, since.elapsed().as_secs_f64());
-        timings.insert(stage.to_string(), millis(since));
+    fn time(&self, timings: &mut BTreeMap<String, u64>, stage: &str, took: Duration) {
+        self.metrics.stage(stage, took.as_secs_f64());
+        timings.insert(stage.to_string(), millis(took));
     }
 }
 
-fn millis(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+fn millis(took: Duration) -> u64 {
+    u64::try_from(took.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

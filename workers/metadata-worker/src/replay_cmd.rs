@@ -94,6 +94,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             Arc::new(Metrics::new()),
             stop.clone(),
         )
+        .with_fetch(cfg.fetch)
         .with_observer(Arc::new(move |_| observer_bar.inc(1))),
     );
 

@@ -66,14 +66,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let sink: Arc<dyn MetadataSink> = Arc::new(sinks);
-    let pipeline = Arc::new(Pipeline::new(
-        storage,
-        sink,
-        cfg.pipeline.limits.clone(),
-        cfg.pipeline.concurrency,
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            storage,
+            sink,
+            cfg.pipeline.limits.clone(),
+            cfg.pipeline.concurrency,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .with_fetch(cfg.pipeline.fetch),
+    );
 
     // Prefetch bounds how many envelopes exist, hence how many job tasks.
     let mut jobs = JoinSet::new();

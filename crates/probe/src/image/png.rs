@@ -1,7 +1,15 @@
-//! PNG chunk walk, signature to IEND: the APNG frame count (acTL), the EXIF orientation
-//! (eXIf), and a file cut short anywhere (no IEND) reported as truncated.
+//! PNG chunk walk: the APNG frame count (acTL), the EXIF orientation (eXIf), and a
+//! file cut short anywhere (no IEND) reported as truncated.
+//!
+//! The walk stops at the first IDAT: image data comes in thousands of chunks (one per
+//! 8 KiB is common), and walking their headers would read the whole file. acTL must
+//! precede IDAT; what may follow the data is checked from the tail instead: the file
+//! must end with the fixed IEND chunk, and an eXIf placed after the data is found in
+//! the last [`TAIL`] bytes by its CRC. A file that does not end with IEND (trailing
+//! bytes after it, or cut short) gets the chunk walk to the end, which tells the two
+//! apart.
 
-use std::io::{BufRead, Seek};
+use std::io::{BufRead, Seek, SeekFrom};
 
 use asset_core::Limits;
 
@@ -10,6 +18,12 @@ use crate::{ProbeError, Result};
 
 const NAME: &str = "PNG";
 
+/// The IEND chunk, the same in every PNG: length 0, type, CRC.
+const IEND: [u8; 12] = *b"\0\0\0\0IEND\xAE\x42\x60\x82";
+
+/// How far from the end an eXIf after the image data is looked for.
+const TAIL: u64 = 8 * 1024;
+
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extra> {
     if &read_array::<8, _>(r, NAME, "the signature")? != b"\x89PNG\r\n\x1a\n" {
         return Err(ProbeError::corrupt(NAME, "bad signature"));
@@ -17,6 +31,7 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extr
     let mut extra = Extra::default();
     let mut budget = Budget::new(limits, NAME);
     let mut first = true;
+    let mut jumped = false;
     loop {
         budget.spend()?;
         let head: [u8; 8] = read_array(r, NAME, "a chunk header")?;
@@ -30,6 +45,16 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extr
         }
         first = false;
         match &kind {
+            b"IDAT" if !jumped => {
+                jumped = true;
+                let chunk_start = r.stream_position()? - 8;
+                if let Some(from_tail) = from_the_tail(r, chunk_start, extra.orientation.is_none())? {
+                    extra.orientation = extra.orientation.or(from_tail);
+                    return Ok(extra);
+                }
+                r.seek(SeekFrom::Start(chunk_start + 8))?;
+                skip(r, u64::from(len) + 4, NAME, "a chunk")?;
+            }
             b"IEND" => {
                 skip(r, u64::from(len) + 4, NAME, "the IEND chunk")?;
                 return Ok(extra);
@@ -51,18 +76,92 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extr
     }
 }
 
+/// With the data starting at `data_start`: `None` when the file does not end with IEND
+/// (walk on), else the orientation of an eXIf chunk in the tail (`Some(None)` without
+/// one, or when `want_exif` is false).
+fn from_the_tail<R: BufRead + Seek>(
+    r: &mut R,
+    data_start: u64,
+    want_exif: bool,
+) -> Result<Option<Option<u16>>> {
+    let size = r.seek(SeekFrom::End(0))?;
+    if size < data_start + 12 + IEND.len() as u64 {
+        return Ok(None);
+    }
+    let tail_start = size.saturating_sub(TAIL).max(data_start);
+    let tail = {
+        r.seek(SeekFrom::Start(tail_start))?;
+        read_vec(r, size - tail_start, NAME, "the end of the file")?
+    };
+    if !tail.ends_with(&IEND) {
+        return Ok(None);
+    }
+    if !want_exif {
+        return Ok(Some(None));
+    }
+    Ok(Some(exif_in(&tail[..tail.len() - IEND.len()])))
+}
+
+/// The orientation of the last complete eXIf chunk in `bytes` whose CRC is right (a
+/// chance match of the type inside compressed data fails the CRC).
+fn exif_in(bytes: &[u8]) -> Option<u16> {
+    let mut found = None;
+    let hits = bytes.windows(4).enumerate().filter(|(_, w)| w == b"eXIf").map(|(at, _)| at);
+    for at in hits {
+        let Some(len_at) = at.checked_sub(4) else { continue };
+        let len = u32::from_be_bytes(bytes[len_at..at].try_into().ok()?) as usize;
+        let Some(crc_at) = at.checked_add(4).and_then(|d| d.checked_add(len)) else { continue };
+        let Some(crc) = bytes.get(crc_at..crc_at + 4) else { continue };
+        if crc32fast::hash(&bytes[at..crc_at]).to_be_bytes() == crc {
+            found = exif_orientation(bytes[at + 4..crc_at].to_vec()).or(found);
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;
 
     use super::*;
 
+    /// A chunk with its CRC (the walk ignores it; the tail's eXIf search checks it).
     fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
         let mut v = (data.len() as u32).to_be_bytes().to_vec();
         v.extend_from_slice(kind);
         v.extend_from_slice(data);
-        v.extend_from_slice(&[0, 0, 0, 0]); // the CRC is not checked by the walk
+        let crc = crc32fast::hash(&v[4..]);
+        v.extend_from_slice(&crc.to_be_bytes());
         v
+    }
+
+    /// Reads through a cursor that counts the bytes handed out.
+    struct Counting<'a> {
+        inner: Cursor<&'a [u8]>,
+        read: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n);
+            Ok(n)
+        }
+    }
+
+    impl Seek for Counting<'_> {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    /// An EXIF block (TIFF, big-endian) with one Orientation entry.
+    fn exif(orientation: u16) -> Vec<u8> {
+        let mut t = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        t.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]);
+        t.extend_from_slice(&orientation.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        t
     }
 
     fn png(chunks: &[Vec<u8>]) -> Vec<u8> {
@@ -95,6 +194,40 @@ mod tests {
         let mut f = png(&[chunk(b"IDAT", &[0; 100]), chunk(b"IEND", b"")]);
         f.truncate(60);
         assert_eq!(run(f).unwrap_err().code().as_str(), "truncated");
+    }
+
+    #[test]
+    fn the_image_data_is_not_walked_when_the_file_ends_with_iend() {
+        let idat: Vec<Vec<u8>> = (0..1000).map(|_| chunk(b"IDAT", &[7; 8192])).collect();
+        let mut chunks = idat.clone();
+        chunks.push(chunk(b"IEND", b""));
+        let f = png(&chunks);
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut r = std::io::BufReader::with_capacity(
+            4096,
+            Counting { inner: Cursor::new(&f[..]), read: read.clone() },
+        );
+        assert_eq!(walk(&mut r, &Limits::default()).unwrap(), Extra::default());
+        assert!(read.get() < 3 * 8192 + 2 * 4096, "read {} of {} bytes", read.get(), f.len());
+
+        // Bytes after IEND: the walk to the end, which stops at IEND, as before.
+        let mut trailing = f.clone();
+        trailing.extend_from_slice(b"garbage after the end");
+        assert_eq!(run(trailing).unwrap(), Extra::default());
+    }
+
+    #[test]
+    fn exif_before_or_after_the_image_data() {
+        let before = png(&[chunk(b"eXIf", &exif(6)), chunk(b"IDAT", b"xx"), chunk(b"IEND", b"")]);
+        assert_eq!(run(before).unwrap().orientation, Some(6));
+        let after = png(&[chunk(b"IDAT", b"xx"), chunk(b"eXIf", &exif(8)), chunk(b"IEND", b"")]);
+        assert_eq!(run(after).unwrap().orientation, Some(8));
+        // The type's bytes inside image data, with no valid CRC, are not an eXIf chunk.
+        let mut data = b"\0\0\0\x20eXIf".to_vec();
+        data.extend_from_slice(&exif(3));
+        data.extend_from_slice(&[0; 16]);
+        let fake = png(&[chunk(b"IDAT", &data), chunk(b"IEND", b"")]);
+        assert_eq!(run(fake).unwrap().orientation, None);
     }
 
     #[test]

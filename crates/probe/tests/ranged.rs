@@ -225,6 +225,30 @@ fn a_20_mb_dicom_costs_under_1_percent() {
     assert_eq!(r.requests, 1, "the header is in the prefix");
 }
 
+#[test]
+fn a_16_mb_png_costs_under_1_percent() {
+    // png-rgb8.png with its image data spread over 2000 more 8 KiB IDAT chunks, as
+    // encoders write large images: the walk must not visit them.
+    let original = fs::read(assets_dir().join("image/png-rgb8.png")).unwrap();
+    let iend = original.len() - 12;
+    let mut bytes = original[..iend].to_vec();
+    let mut idat = 8192u32.to_be_bytes().to_vec();
+    idat.extend_from_slice(b"IDAT");
+    idat.extend_from_slice(&[0x55; 8192]);
+    idat.extend_from_slice(&[0; 4]);
+    for _ in 0..2000 {
+        bytes.extend_from_slice(&idat);
+    }
+    bytes.extend_from_slice(&original[iend..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.png");
+    fs::write(&path, &bytes).unwrap();
+    let r = check_identical(&path, FetchPolicy::default(), 8);
+    let meta = r.result.expect("the padded PNG probes");
+    assert_eq!((meta.width, meta.height), (Some(64), Some(48)));
+    assert!(r.fetched * 100 <= bytes.len() as u64, "fetched {} of {} bytes", r.fetched, bytes.len());
+}
+
 /// The same check over a directory of real-world-sized files that are not committed
 /// (`RANGED_DIR=/tmp/big cargo test -p asset-probe --test ranged -- --ignored
 /// --nocapture`); prints the share of each file fetched.

@@ -3,11 +3,15 @@
 //! whole under the memory limit, and every Cluster skipped by its size, which the
 //! walker guarantees whatever the file declares.
 //!
-//! Matroska has no frame count in its headers. We take the first video block time
+//! Matroska has no frame count in its headers. In order of preference: the video
+//! track's `NUMBER_OF_FRAMES` statistics tag (mkvmerge); its `DURATION` tag (ffmpeg)
+//! less the first video block time, over DefaultDuration; the first video block time
 //! from the first Cluster and the last one from the Clusters after the last video Cue
-//! point (block headers only, payloads skipped), and count
-//! `round(span / DefaultDuration) + 1` frames; without Cues or DefaultDuration we
-//! fall back to `round(duration × fps)`. Both assume a constant frame rate.
+//! point (block headers only, payloads skipped) as `round(span / DefaultDuration) + 1`;
+//! else `round(duration × fps)`. All but the first assume a constant frame rate. The
+//! tags sit in a small element reached through the SeekHead, so the usual file costs
+//! its headers, its Tags and the start of its first Cluster; the Cluster walk, which
+//! reads block headers spread over the last seconds of the file, is the fallback.
 
 use std::io::{BufReader, Read, Seek};
 
@@ -52,12 +56,20 @@ const CUE_TIME: u32 = 0xB3;
 const CUE_TRACK_POSITIONS: u32 = 0xB7;
 const CUE_TRACK: u32 = 0xF7;
 const CUE_CLUSTER_POSITION: u32 = 0xF1;
+const TAGS: u32 = 0x1254_C367;
+const TAG: u32 = 0x7373;
+const TARGETS: u32 = 0x63C0;
+const TAG_TRACK_UID: u32 = 0x63C5;
+const SIMPLE_TAG: u32 = 0x67C8;
+const TAG_NAME: u32 = 0x45A3;
+const TAG_STRING: u32 = 0x4487;
+const TRACK_UID: u32 = 0x73C5;
 const CLUSTER: u32 = 0x1F43_B675;
 const TIMECODE: u32 = 0xE7;
 const SIMPLE_BLOCK: u32 = 0xA3;
 const BLOCK_GROUP: u32 = 0xA0;
 const BLOCK: u32 = 0xA1;
-const LEVEL1: [u32; 8] = [SEEK_HEAD, INFO, TRACKS, CUES, CLUSTER, 0x1254_C367, 0x1043_A770, 0x1941_A469];
+const LEVEL1: [u32; 8] = [SEEK_HEAD, INFO, TRACKS, CUES, CLUSTER, TAGS, 0x1043_A770, 0x1941_A469];
 
 pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
     let mut r = Walker::new(BufReader::new(src.file()?), src.size(), limits);
@@ -107,6 +119,7 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
     let mut info: Option<Info> = None;
     let mut tracks: Option<Vec<Track>> = None;
     let mut cues: Option<Vec<u8>> = None;
+    let mut tags: Option<Vec<TagValue>> = None;
     let mut seeks: Vec<(u32, u64)> = Vec::new();
     let mut first_cluster: Option<u64> = None;
     let mut pos = seg_start;
@@ -120,6 +133,7 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
                 seeks = parse_seek_head(&r.read_known(&h, "SeekHead")?, seg_start)
             }
             CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
+            TAGS if tags.is_none() => tags = Some(parse_tags(&r.read_known(&h, "Tags")?)),
             CLUSTER => {
                 first_cluster.get_or_insert(pos);
                 if info.is_some() && tracks.is_some() {
@@ -140,6 +154,7 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
             INFO => info.is_none(),
             TRACKS => tracks.is_none(),
             CUES => cues.is_none(),
+            TAGS => tags.is_none(),
             _ => false,
         };
         if !wanted || at >= r.file_size {
@@ -150,9 +165,11 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
             INFO if info.is_none() => info = Some(Info::parse(&r.read_known(&h, "Info")?)?),
             TRACKS if tracks.is_none() => tracks = Some(parse_tracks(&r.read_known(&h, "Tracks")?)?),
             CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
+            TAGS if tags.is_none() => tags = Some(parse_tags(&r.read_known(&h, "Tags")?)),
             _ => {}
         }
     }
+    let tags = tags.unwrap_or_default();
     let tracks = match tracks {
         Some(t) => t,
         None if pos >= r.file_size || seg_end < segment.end().unwrap_or(seg_end) => {
@@ -169,17 +186,32 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
     out.duration_seconds = info.duration.map(|d| d * info.timecode_scale as f64 / 1e9);
     if let Some(t) = tracks.iter().find(|t| t.kind == 1) {
         let fps = t.default_duration.filter(|&d| d > 0).map(|d| 1e9 / d as f64);
-        let span = match (first_cluster, &cues) {
-            (Some(first), Some(cues)) => video_span(r, first, cues, seg_start, t.number)?,
-            _ => None,
+        let tag = |name: &str| {
+            tags.iter().find(|v| v.track_uid.is_some() && v.track_uid == t.uid && v.name == name)
         };
-        let counted = match (span, t.default_duration) {
-            (Some((lo, hi)), Some(dd)) if dd > 0 && hi >= lo => {
-                let span_ns = (i128::from(hi) - i128::from(lo)) as f64 * info.timecode_scale as f64;
-                frames_from(span_ns / dd as f64, 1.0).map(|n| n.saturating_add(1))
-            }
-            _ => None,
-        };
+        let dd = t.default_duration.filter(|&d| d > 0);
+        let mut counted = tag("NUMBER_OF_FRAMES").and_then(|v| v.value.trim().parse::<u64>().ok());
+        if counted.is_none()
+            && let (Some(end_ns), Some(dd), Some(first)) =
+                (tag("DURATION").and_then(|v| parse_tag_duration(&v.value)), dd, first_cluster)
+            && let Some((lo, _)) = r.block_times(first, t.number, true)?
+        {
+            let lo_ns = lo as f64 * info.timecode_scale as f64;
+            counted = frames_from((end_ns - lo_ns) / dd as f64, 1.0).filter(|&n| n > 0);
+        }
+        if counted.is_none() {
+            let span = match (first_cluster, &cues) {
+                (Some(first), Some(cues)) => video_span(r, first, cues, seg_start, t.number)?,
+                _ => None,
+            };
+            counted = match (span, dd) {
+                (Some((lo, hi)), Some(dd)) if hi >= lo => {
+                    let span_ns = (i128::from(hi) - i128::from(lo)) as f64 * info.timecode_scale as f64;
+                    frames_from(span_ns / dd as f64, 1.0).map(|n| n.saturating_add(1))
+                }
+                _ => None,
+            };
+        }
         let frame_count = counted.or_else(|| frames_from(out.duration_seconds?, fps?));
         let frame_rate =
             fps.or_else(|| Some(frame_count? as f64 / out.duration_seconds.filter(|&d| d > 0.0)?));
@@ -277,6 +309,7 @@ impl Info {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Track {
     number: u64,
+    uid: Option<u64>,
     kind: u64,
     codec_id: String,
     default_duration: Option<u64>,
@@ -301,6 +334,7 @@ fn parse_tracks(body: &[u8]) -> Result<Vec<Track>> {
             let e = e?;
             match e.id {
                 TRACK_NUMBER => t.number = uint(e.body),
+                TRACK_UID => t.uid = Some(uint(e.body)),
                 TRACK_TYPE => t.kind = uint(e.body),
                 CODEC_ID => t.codec_id = String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string(),
                 DEFAULT_DURATION => t.default_duration = Some(uint(e.body)),
@@ -347,6 +381,53 @@ fn parse_tracks(body: &[u8]) -> Result<Vec<Track>> {
         out.push(t);
     }
     Ok(out)
+}
+
+/// A SimpleTag of a Tag that targets one track.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TagValue {
+    track_uid: Option<u64>,
+    name: String,
+    value: String,
+}
+
+/// The track-level SimpleTags of a Tags element (nested SimpleTags are not read).
+fn parse_tags(body: &[u8]) -> Vec<TagValue> {
+    let mut out = Vec::new();
+    for tag in children(body).filter_map(|e| e.ok()).filter(|e| e.id == TAG) {
+        let kids: Vec<Element<'_>> = children(tag.body).filter_map(|e| e.ok()).collect();
+        let track_uid = kids
+            .iter()
+            .filter(|k| k.id == TARGETS)
+            .flat_map(|k| children(k.body).filter_map(|e| e.ok()))
+            .find(|k| k.id == TAG_TRACK_UID)
+            .map(|k| uint(k.body));
+        for simple in kids.iter().filter(|k| k.id == SIMPLE_TAG) {
+            let mut v = TagValue { track_uid, ..TagValue::default() };
+            for e in children(simple.body).filter_map(|e| e.ok()) {
+                let text = || String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string();
+                match e.id {
+                    TAG_NAME => v.name = text(),
+                    TAG_STRING => v.value = text(),
+                    _ => {}
+                }
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// A `DURATION` tag, `HH:MM:SS.nnnnnnnnn`, in nanoseconds.
+fn parse_tag_duration(v: &str) -> Option<f64> {
+    let mut parts = v.trim().split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let (h, m, s) = (h.parse::<u64>().ok()?, m.parse::<u64>().ok()?, s.parse::<f64>().ok()?);
+    let total = (h * 3600 + m * 60) as f64 + s;
+    (total.is_finite() && total >= 0.0).then_some(total * 1e9)
 }
 
 /// `(element id, absolute position)` for each SeekHead entry.
@@ -539,14 +620,21 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Earliest and latest presentation time of `track`'s blocks in the Clusters from
-    /// `pos` on: to the end of the file, or with `first_only` up to the first Cluster
-    /// that holds one of its blocks (at most 64 Clusters). Reads block headers only;
+    /// `pos` on: to the end of the file, or with `first_only` its first block's (within at
+    /// most 64 Clusters). Reads block headers only;
     /// stops quietly at the end of the file or at a cut element.
     fn block_times(&mut self, mut pos: u64, track: u64, first_only: bool) -> Result<Option<(i64, i64)>> {
         const FIRST_SEARCH_CLUSTERS: u32 = 64;
+        // Blocks are stored in decode order, and a stream starts with a key frame that
+        // no later frame precedes in presentation order (an H.264 IDR, an HEVC IRAP
+        // without leading pictures; VP8, VP9 and AV1 do not reorder): the first block
+        // holds the earliest time. Reading one block header, not a Cluster of frames,
+        // keeps a ranged fetch at the file's head.
+        const FIRST_SEARCH_BLOCKS: u32 = 1;
         let mut span: Option<(i64, i64)> = None;
         let mut clusters = 0u32;
-        loop {
+        let mut blocks = 0u32;
+        'clusters: loop {
             self.spend()?;
             let Some(h) = self.header_at_or_cut(pos)? else { break };
             if h.id != CLUSTER {
@@ -579,6 +667,10 @@ impl<R: Read + Seek> Walker<R> {
                     SIMPLE_BLOCK => {
                         if let Some(t) = self.block_time(&c, track, cluster_time)? {
                             span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                            blocks += 1;
+                            if first_only && blocks >= FIRST_SEARCH_BLOCKS {
+                                break 'clusters;
+                            }
                         }
                     }
                     BLOCK_GROUP => {
@@ -591,6 +683,10 @@ impl<R: Read + Seek> Walker<R> {
                                 && let Some(t) = self.block_time(&b, track, cluster_time)?
                             {
                                 span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                                blocks += 1;
+                                if first_only && blocks >= FIRST_SEARCH_BLOCKS {
+                                    break 'clusters;
+                                }
                             }
                             let Some(next) = b.end() else { break };
                             g = next;
@@ -781,6 +877,56 @@ mod tests {
         assert_eq!(v.frame_count, Some(50));
         assert_eq!(s.duration_seconds, Some(2.0));
         assert!(s.webm);
+    }
+
+    /// A 3 s Segment (its audio runs longer) whose video track (UID 7, 25 fps) has
+    /// the given tags, and one Cluster whose first video block is at 200 ms.
+    fn tagged(tags: &[(&str, &str)]) -> Vec<u8> {
+        let mut f = el(EBML, &el(DOC_TYPE, b"matroska"));
+        let mut info = el(TIMECODE_SCALE, &[0x0F, 0x42, 0x40]);
+        info.extend(el(DURATION, &3000.0f64.to_be_bytes()));
+        let mut entry = el(TRACK_NUMBER, &[1]);
+        entry.extend(el(TRACK_UID, &[7]));
+        entry.extend(el(TRACK_TYPE, &[1]));
+        entry.extend(el(CODEC_ID, b"V_MPEG4/ISO/AVC"));
+        entry.extend(el(DEFAULT_DURATION, &40_000_000u32.to_be_bytes()));
+        entry.extend(el(VIDEO, &[el(PIXEL_WIDTH, &[160]), el(PIXEL_HEIGHT, &[90])].concat()));
+        let mut tag = el(TARGETS, &el(TAG_TRACK_UID, &[7]));
+        for (name, value) in tags {
+            tag.extend(el(
+                SIMPLE_TAG,
+                &[el(TAG_NAME, name.as_bytes()), el(TAG_STRING, value.as_bytes())].concat(),
+            ));
+        }
+        let mut body = el(INFO, &info);
+        body.extend(el(TRACKS, &el(TRACK_ENTRY, &entry)));
+        body.extend(el(TAGS, &el(TAG, &tag)));
+        let mut cluster = el(TIMECODE, &[200]);
+        cluster.extend(el(SIMPLE_BLOCK, &[0x81, 0, 0, 0x80, 1, 2, 3]));
+        body.extend(el(CLUSTER, &cluster));
+        f.extend(el(SEGMENT, &body));
+        f
+    }
+
+    #[test]
+    fn frame_counts_come_from_the_video_tracks_tags_first() {
+        // mkvmerge's statistics tag is the count.
+        let v = run(tagged(&[("NUMBER_OF_FRAMES", "61"), ("DURATION", "00:00:02.200000000")])).unwrap();
+        assert_eq!(v.video.unwrap().frame_count, Some(61));
+        // ffmpeg's DURATION tag: from the first block (200 ms) to 2.2 s at 40 ms a frame.
+        let v = run(tagged(&[("DURATION", "00:00:02.200000000")])).unwrap();
+        assert_eq!(v.video.unwrap().frame_count, Some(50));
+        // Neither: the Segment's duration (the longer audio) × fps.
+        let v = run(tagged(&[("ENCODER", "x")])).unwrap();
+        assert_eq!(v.video.unwrap().frame_count, Some(75));
+    }
+
+    #[test]
+    fn tag_durations_parse() {
+        assert_eq!(parse_tag_duration("00:00:12.000000000"), Some(12e9));
+        assert_eq!(parse_tag_duration("01:02:03.5"), Some(3723.5e9));
+        assert_eq!(parse_tag_duration("12.0"), None);
+        assert_eq!(parse_tag_duration("00:00:xx"), None);
     }
 
     #[test]

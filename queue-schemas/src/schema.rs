@@ -77,11 +77,11 @@ impl Schema {
 }
 
 fn describe(e: &ValidationError<'_>) -> String {
-    let at = match e.instance_path.as_str() {
+    let at = match e.instance_path().as_str() {
         "" => "/",
         p => p,
     };
-    let rule = match &e.kind {
+    let rule = match e.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             format!("unexpected field(s) {}", unexpected.join(", "))
         }
@@ -89,7 +89,7 @@ fn describe(e: &ValidationError<'_>) -> String {
             format!("missing field {}", property.as_str().unwrap_or("?"))
         }
         _ => {
-            let keyword = e.schema_path.as_str().rsplit('/').next().unwrap_or("?");
+            let keyword = e.schema_path().as_str().rsplit('/').next().unwrap_or("?");
             format!("fails {keyword:?}")
         }
     };

@@ -9,6 +9,7 @@ mod dicom;
 mod error;
 mod image;
 mod pdf;
+mod pool;
 pub mod ranged;
 mod text;
 mod video;
@@ -19,7 +20,6 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
-use std::thread;
 use std::time::Duration;
 
 pub use asset_core::{AssetMetadata, DataType, ErrorCode, Limits};
@@ -201,10 +201,10 @@ fn guarded(
     job: impl FnOnce() -> Result<AssetMetadata> + Send + 'static,
 ) -> Result<AssetMetadata> {
     let (tx, rx) = mpsc::sync_channel(1);
-    thread::Builder::new().name("probe".into()).spawn(move || {
+    pool::execute(Box::new(move || {
         let outcome = panic::catch_unwind(AssertUnwindSafe(job));
         let _ = tx.send(outcome);
-    })?;
+    }))?;
     let result = match rx.recv_timeout(Duration::from_millis(limits.max_millis)) {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => Err(ProbeError::corrupt("unknown", panic_message(&panic))),

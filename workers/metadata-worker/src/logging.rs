@@ -19,7 +19,8 @@ pub fn init(format: LogFormat, level: &str) {
     );
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let filter = env.and(asset_storage::logging::credential_guard());
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let layer = match format {
         LogFormat::Json => {
             layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()

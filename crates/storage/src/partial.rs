@@ -172,7 +172,7 @@ impl PartialAsset {
         let max_bytes = self.storage.inner.config.max_asset_bytes;
         let reply = match &self.origin {
             Origin::Local(source) => {
-                read_local(source, range, &self.file, &mut self.bytes_downloaded).await?
+                read_local(source, range, &self.file, max_bytes, &mut self.bytes_downloaded).await?
             }
             Origin::Signed(url) => {
                 let received = AtomicU64::new(0);
@@ -187,9 +187,6 @@ impl PartialAsset {
                 reply?
             }
         };
-        if reply.total > max_bytes {
-            return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
-        }
         self.accept(reply, first)
     }
 
@@ -223,11 +220,16 @@ async fn read_local(
     source: &Path,
     range: Range<u64>,
     out: &File,
+    max_bytes: u64,
     downloaded: &mut u64,
 ) -> Result<Reply, StorageError> {
     let mut input =
         tokio::fs::File::open(source).await.map_err(|e| StorageError::io("opening a local file", e))?;
     let total = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?.len();
+    // Checked before any byte is written, as the HTTP path does.
+    if total > max_bytes {
+        return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
+    }
     let range = range.start.min(total)..range.end.min(total);
     input
         .seek(std::io::SeekFrom::Start(range.start))

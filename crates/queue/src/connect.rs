@@ -24,6 +24,8 @@ pub struct QueueConfig {
     pub prefetch: u16,
     /// Attempts a job gets (first delivery included) before it is dead-lettered.
     pub max_attempts: u32,
+    /// Largest message and most assets a job may have; checked before parsing.
+    pub job_limits: asset_schemas::JobLimits,
     /// Delay before a retried job is redelivered, by attempt.
     pub retry_backoff: Backoff,
     /// Pause between reconnection attempts after the connection drops.
@@ -39,6 +41,7 @@ impl QueueConfig {
             topology: Topology::default(),
             prefetch: 4,
             max_attempts: 5,
+            job_limits: asset_schemas::JobLimits::default(),
             retry_backoff: Backoff { base: Duration::from_secs(2), max: Duration::from_secs(300) },
             reconnect_backoff: Backoff { base: Duration::from_millis(200), max: Duration::from_secs(15) },
             connection_name: format!("metadata-worker@{}", std::process::id()),
@@ -63,6 +66,7 @@ impl fmt::Debug for QueueConfig {
             .field("topology", &self.topology)
             .field("prefetch", &self.prefetch)
             .field("max_attempts", &self.max_attempts)
+            .field("job_limits", &self.job_limits)
             .field("retry_backoff", &self.retry_backoff)
             .field("reconnect_backoff", &self.reconnect_backoff)
             .finish()

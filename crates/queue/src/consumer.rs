@@ -3,22 +3,23 @@
 //! [`Outcome`] and [`Envelope::settle`] turns it into ack, retry or dead-letter. The
 //! message is acked only after whatever replaces it (retry, dead letter) is confirmed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use asset_core::ErrorCode;
-use asset_schemas::{ImportJob, JobError};
+use asset_schemas::{ImportJob, JobError, JobLimits};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions,
+    BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 
 use crate::connect::{self, Backoff, BrokerHealth, QueueConfig};
-use crate::topology::{header_u32, headers, string};
+use crate::settle::{self, CopyHeaders, Progress};
 use crate::{QueueError, Topology};
 
 /// What became of a job; decided by the pipeline, carried out by [`Envelope::settle`].
@@ -26,19 +27,32 @@ use crate::{QueueError, Topology};
 pub enum Outcome {
     /// Every asset has its result written.
     Ack,
-    /// A transient fault: try the whole job again later, or dead-letter it once the
-    /// attempts are used up.
-    Retry { reason: String, code: ErrorCode },
+    /// A transient fault: try the job again later, or dead-letter it once the attempts
+    /// are used up. With `resume`, the copy carries only the assets not yet done.
+    Retry { reason: String, code: ErrorCode, resume: Option<Resume> },
     /// The message can never succeed: dead-letter it with the reason.
     Reject { reason: String, code: ErrorCode },
-    /// Not attempted to the end (shutdown): hand it straight back to the queue.
+    /// Not attempted to the end (shutdown, a local fault of this replica): hand it
+    /// straight back to the queue for any replica to take.
     Requeue,
+}
+
+/// The assets an attempt finished (their results are written) and their tally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub done: BTreeSet<String>,
+    pub progress: Progress,
 }
 
 impl Outcome {
     /// The outcome for a message that is not a job we can run.
     pub fn for_job_error(err: &JobError) -> Outcome {
         Outcome::Reject { reason: err.to_string(), code: err.code() }
+    }
+
+    /// A retry of the whole job.
+    pub fn retry(reason: impl Into<String>, code: ErrorCode) -> Outcome {
+        Outcome::Retry { reason: reason.into(), code, resume: None }
     }
 }
 
@@ -62,16 +76,25 @@ struct Settings {
     topology: Topology,
     max_attempts: u32,
     retry_backoff: Backoff,
+    job_limits: JobLimits,
 }
 
-/// One delivered message, decoded, waiting to be settled.
+/// One delivered message, decoded once, waiting to be settled.
 pub struct Envelope {
     /// The job, or why the message is not one (it will be dead-lettered).
-    pub job: Result<ImportJob, JobError>,
-    /// 1 on first delivery, +1 on each pass through the retry queue.
+    pub job: Result<Arc<ImportJob>, JobError>,
+    /// The job id the body names, even when it is not a valid job (cut to 256 bytes).
+    pub job_id: Option<String>,
+    /// 1 on first delivery, +1 on each pass through the retry queue, as the broker
+    /// recorded it (`x-death`); never a publisher's header.
     pub attempt: u32,
+    /// What earlier attempts finished: the job's completion adds it to its own tally.
+    pub progress: Progress,
     /// The broker delivered this message before (a replica died or requeued it).
     pub redelivered: bool,
+    /// The body as it came, kept only when it is not a job (the dead-letter copy is the
+    /// body itself); a valid job's body is dropped once parsed.
+    raw: Option<Vec<u8>>,
     delivery: Delivery,
     channel: Channel,
     settings: Arc<Settings>,
@@ -80,7 +103,7 @@ pub struct Envelope {
 impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Envelope")
-            .field("job_id", &self.job_id())
+            .field("job_id", &self.job_id)
             .field("attempt", &self.attempt)
             .field("redelivered", &self.redelivered)
             .finish_non_exhaustive()
@@ -88,34 +111,32 @@ impl std::fmt::Debug for Envelope {
 }
 
 impl Envelope {
-    fn new(delivery: Delivery, channel: Channel, settings: Arc<Settings>) -> Self {
-        let attempt =
-            header_u32(delivery.properties.headers().as_ref(), headers::ATTEMPT).unwrap_or(1).max(1);
+    fn new(mut delivery: Delivery, channel: Channel, settings: Arc<Settings>) -> Self {
+        let trusted = settle::trusted(delivery.properties.headers().as_ref(), &settings.topology.retry_queue);
+        let body = std::mem::take(&mut delivery.data);
+        let decoded = ImportJob::decode(&body, &settings.job_limits);
+        let raw = match &decoded.job {
+            Ok(_) => None,
+            // Over the size limit: the broker dead-letters it itself (no copy through us).
+            Err(JobError::TooLarge { .. }) => None,
+            Err(_) => Some(body),
+        };
         Envelope {
-            job: ImportJob::from_slice(&delivery.data),
-            attempt,
+            job: decoded.job.map(Arc::new),
+            job_id: decoded.job_id,
+            attempt: trusted.attempt,
+            progress: trusted.progress,
             redelivered: delivery.redelivered,
+            raw,
             delivery,
             channel,
             settings,
         }
     }
 
-    /// The job id when the message decoded, or when it at least carries one.
+    /// The job id when the message decoded, or when it at least names one.
     pub fn job_id(&self) -> Option<String> {
-        match &self.job {
-            Ok(job) => Some(job.job_id.clone()),
-            Err(_) => serde_json::from_slice::<serde_json::Value>(&self.delivery.data)
-                .ok()?
-                .get("job_id")?
-                .as_str()
-                .map(str::to_string),
-        }
-    }
-
-    /// The raw message body.
-    pub fn body(&self) -> &[u8] {
-        &self.delivery.data
+        self.job_id.clone()
     }
 
     /// Carries out `outcome`. On error the message is left unacked (or nacked back to
@@ -140,27 +161,44 @@ impl Envelope {
                     .map_err(|source| QueueError::Channel { op: "basic.nack", source })?;
                 return Ok(Settled::Requeued);
             }
-            Outcome::Retry { reason, code } if self.attempt < self.settings.max_attempts => {
+            Outcome::Retry { reason, code, resume } if self.attempt < self.settings.max_attempts => {
                 let next_attempt = self.attempt + 1;
                 let delay = self.settings.retry_backoff.delay(self.attempt);
+                let (body, progress) = self.remainder(resume.as_ref())?;
                 let props = self
-                    .republished_properties(reason, *code, next_attempt)
+                    .copy_properties(reason, *code, next_attempt, Some(&progress))
                     .with_expiration(delay.as_millis().max(1).to_string().into());
                 let retry_queue = self.settings.topology.retry_queue.clone();
-                self.publish(&retry_queue, props).await?;
+                self.publish(&retry_queue, &body, props).await?;
                 Settled::Retried { next_attempt, delay }
             }
-            Outcome::Retry { reason, code } => {
+            Outcome::Retry { reason, code, resume } => {
                 let reason = format!("gave up after {} attempts: {reason}", self.attempt);
-                let props = self.republished_properties(&reason, *code, self.attempt);
+                let (body, progress) = self.remainder(resume.as_ref())?;
+                let props = self.copy_properties(&reason, *code, self.attempt, Some(&progress));
                 let dlq = self.settings.topology.dead_letter_queue.clone();
-                self.publish(&dlq, props).await?;
+                self.publish(&dlq, &body, props).await?;
                 Settled::DeadLettered { exhausted: true }
             }
+            Outcome::Reject { .. } if matches!(self.job, Err(JobError::TooLarge { .. })) => {
+                // The queue's dead-letter exchange routes it to the dead-letter queue:
+                // the oversized body is not sent through us a second time.
+                self.delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                    .map_err(|source| QueueError::Channel { op: "basic.reject", source })?;
+                return Ok(Settled::DeadLettered { exhausted: false });
+            }
             Outcome::Reject { reason, code } => {
-                let props = self.republished_properties(reason, *code, self.attempt);
+                let body = match (&self.raw, &self.job) {
+                    (Some(raw), _) => raw.clone(),
+                    (None, Ok(job)) => serde_json::to_vec(job.as_ref())?,
+                    (None, Err(_)) => Vec::new(),
+                };
+                let props = self.copy_properties(reason, *code, self.attempt, None);
                 let dlq = self.settings.topology.dead_letter_queue.clone();
-                self.publish(&dlq, props).await?;
+                self.publish(&dlq, &body, props).await?;
                 Settled::DeadLettered { exhausted: false }
             }
         };
@@ -172,30 +210,44 @@ impl Envelope {
         Ok(settled)
     }
 
-    /// The original properties with our headers set and the broker's own dead-letter
-    /// history dropped (the attempt header is what counts, and x-death only grows).
-    fn republished_properties(&self, reason: &str, code: ErrorCode, attempt: u32) -> BasicProperties {
-        let mut table = FieldTable::default();
-        if let Some(old) = self.delivery.properties.headers() {
-            for (k, v) in old.inner() {
-                let key = k.as_str();
-                if key == "x-death" || key.starts_with("x-first-death") || key.starts_with("x-last-death") {
-                    continue;
-                }
-                table.insert(k.clone(), v.clone());
+    /// The body of a retry or exhausted copy: the job without the assets already done,
+    /// and the tally of every attempt so far.
+    fn remainder(&self, resume: Option<&Resume>) -> Result<(Vec<u8>, Progress), QueueError> {
+        let mut progress = self.progress.clone();
+        let body = match (&self.job, resume) {
+            (Ok(job), Some(resume)) => {
+                progress.merge(&resume.progress);
+                serde_json::to_vec(&job.remainder(&resume.done))?
             }
-        }
-        table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt));
-        table.insert(headers::REASON.into(), string(reason));
-        table.insert(headers::ERROR_CODE.into(), string(code.as_str()));
-        if let Some(job_id) = self.job_id() {
-            table.insert(headers::JOB_ID.into(), string(&job_id));
-        }
-        if !table.inner().contains_key(&ShortString::from(headers::ORIGINAL_ROUTING_KEY)) {
-            table.insert(headers::ORIGINAL_EXCHANGE.into(), string(self.delivery.exchange.as_str()));
-            table.insert(headers::ORIGINAL_ROUTING_KEY.into(), string(self.delivery.routing_key.as_str()));
-        }
+            (Ok(job), None) => serde_json::to_vec(job.as_ref())?,
+            (Err(_), _) => self.raw.clone().unwrap_or_default(),
+        };
+        Ok((body, progress))
+    }
+
+    /// The original's content type, message id and type, and bounded headers
+    /// ([`settle::copy_headers`]).
+    fn copy_properties(
+        &self,
+        reason: &str,
+        code: ErrorCode,
+        attempt: u32,
+        progress: Option<&Progress>,
+    ) -> BasicProperties {
         let old = &self.delivery.properties;
+        let table: FieldTable = settle::copy_headers(
+            old.headers().as_ref(),
+            &CopyHeaders {
+                reason,
+                code,
+                attempt,
+                job_id: self.job_id.as_deref(),
+                progress,
+                exchange: self.delivery.exchange.as_str(),
+                routing_key: self.delivery.routing_key.as_str(),
+                retry_queue: &self.settings.topology.retry_queue,
+            },
+        );
         let mut props = BasicProperties::default().with_headers(table).with_delivery_mode(2);
         if let Some(ct) = old.content_type() {
             props = props.with_content_type(ct.clone());
@@ -209,8 +261,8 @@ impl Envelope {
         props
     }
 
-    async fn publish(&self, queue: &str, props: BasicProperties) -> Result<(), QueueError> {
-        publish_confirmed(&self.channel, "", queue, &self.delivery.data, props).await
+    async fn publish(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), QueueError> {
+        publish_confirmed(&self.channel, "", queue, body, props).await
     }
 }
 
@@ -271,6 +323,7 @@ impl Consumer {
             topology: cfg.topology.clone(),
             max_attempts: cfg.max_attempts.max(1),
             retry_backoff: cfg.retry_backoff,
+            job_limits: cfg.job_limits,
         });
         let mut consumer = Consumer { cfg, settings, session: None, health: BrokerHealth::default() };
         let deadline = tokio::time::Instant::now() + patience;

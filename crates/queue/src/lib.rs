@@ -6,16 +6,18 @@ mod connect;
 mod consumer;
 mod error;
 mod publisher;
+pub mod settle;
 mod topology;
 
 pub use connect::{Backoff, BrokerHealth, QueueConfig};
-pub use consumer::{Consumer, Envelope, Outcome, Settled};
+pub use consumer::{Consumer, Envelope, Outcome, Resume, Settled};
 pub use error::QueueError;
 pub use publisher::Publisher;
+pub use settle::Progress;
 pub use topology::{Topology, header_str, header_u32, headers};
 
 /// Re-exported so callers can build job payloads and read envelopes without naming
 /// the schema crate twice.
-pub use asset_schemas::{ImportJob, JobError};
+pub use asset_schemas::{ImportJob, JobError, JobLimits};
 /// Properties of a published message (message id, headers…).
 pub use lapin::BasicProperties as MessageProperties;

@@ -10,8 +10,15 @@ use crate::QueueError;
 
 /// Header names this crate writes and reads; part of the message contract (AsyncAPI).
 pub mod headers {
-    /// 1-based attempt number of a job message; absent means 1.
+    /// 1-based attempt number, written on retry and dead-letter copies for people to
+    /// read. Never trusted on its own: the attempt is counted from [`DEATH`].
     pub const ATTEMPT: &str = "x-attempt";
+    /// The broker's dead-letter history; its entry for the retry queue counts retries.
+    pub const DEATH: &str = "x-death";
+    /// On a retry copy: what earlier attempts finished (`ok=N;failed=M;code=K,…`).
+    pub const PROGRESS: &str = "x-progress";
+    /// How many of the publisher's headers were too large to carry over to a copy.
+    pub const HEADERS_DROPPED: &str = "x-headers-dropped";
     /// Why the previous attempt was retried, or why the message was dead-lettered.
     pub const REASON: &str = "x-reason";
     /// The stable error code behind [`REASON`].

@@ -132,18 +132,132 @@ async fn the_table_has_exactly_the_documented_columns() {
     let want: Vec<(String, String, String)> =
         want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
     assert_eq!(columns, want);
-    let pk: String = db
-        .client
-        .query_one(
-            "SELECT a.attname::text FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-             WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-            &[&format!("{}.asset_metadata", db.schema)],
-        )
+    assert_eq!(db.primary_key("asset_metadata").await, ["org_id", "project_id", "asset_id"]);
+    assert_eq!(db.primary_key("job_completed").await, ["org_id", "job_id"]);
+    db.drop_schema().await;
+}
+
+impl Db {
+    /// The primary key's columns, in key order.
+    async fn primary_key(&self, table: &str) -> Vec<String> {
+        self.client
+            .query(
+                "SELECT a.attname::text FROM pg_index i
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary ORDER BY k.ord",
+                &[&format!("{}.{table}", self.schema)],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+/// Rows were keyed by asset_id alone: another organisation's job reusing an asset id
+/// replaced the victim's row, org_id included.
+#[tokio::test]
+async fn another_orgs_job_reusing_an_asset_id_never_touches_the_row() {
+    let Some(db) = Db::new("sink_pg_tenants").await else { return };
+    let sink = db.sink().await.unwrap();
+    let victim = job(&db.schema);
+    let mut attacker = victim.clone();
+    attacker.org_id = "org-attacker".into();
+    attacker.job_id = "job-attacker".into();
+    let mine = AssetResult::ok(&victim, &victim.assets[0], sink_conformance::full_metadata(), 10, Default::default());
+    sink.write(&mine).await.unwrap();
+    let mut other_meta = sink_conformance::full_metadata();
+    other_meta.width = Some(1);
+    let theirs = AssetResult::ok(&attacker, &attacker.assets[0], other_meta, 20, Default::default());
+    sink.write(&theirs).await.unwrap();
+    let done = asset_schemas::JobCompleted::for_job(&attacker, &[theirs.clone()], "2026-01-01T00:00:00Z");
+    let mut victim_done = done.clone();
+    victim_done.org_id = victim.org_id.clone();
+    victim_done.job_id = "shared-job".into();
+    let mut attacker_done = done;
+    attacker_done.job_id = "shared-job".into();
+    sink.job_completed(&victim_done).await.unwrap();
+    sink.job_completed(&attacker_done).await.unwrap();
+
+    let mut rows = db.records(&mine.asset_id).await;
+    rows.sort_by(|a, b| a.org_id.cmp(&b.org_id));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let victims: Vec<&Record> = rows.iter().filter(|r| r.org_id == victim.org_id).collect();
+    assert_eq!(victims.len(), 1);
+    assert_eq!(victims[0].job_id, victim.job_id);
+    assert_eq!(victims[0].bytes_downloaded, 10);
+    assert_eq!(victims[0].metadata.as_ref().unwrap()["width"], 1920);
+    let sql = format!("SELECT count(*) FROM {}.job_completed WHERE job_id = 'shared-job'", db.schema);
+    let n: i64 = db.client.query_one(&sql, &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "one completion per organisation");
+    db.drop_schema().await;
+}
+
+/// A table made by the earlier migrations keeps its rows and gets the wider key.
+#[tokio::test]
+async fn a_table_keyed_by_asset_id_alone_is_migrated_with_its_rows() {
+    let Some(db) = Db::new("sink_pg_migrate_key").await else { return };
+    let s = &db.schema;
+    db.client.batch_execute(&format!("CREATE SCHEMA {s}; SET search_path = {s};")).await.unwrap();
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE {s}.asset_sink_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());"
+        ))
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(pk, "asset_id");
+        .unwrap();
+    for m in &asset_sink::MIGRATIONS[..2] {
+        db.client.batch_execute(m.sql).await.unwrap();
+        db.client
+            .execute(&format!("INSERT INTO {s}.asset_sink_migrations VALUES ($1, $2)"), &[&m.version, &m.name])
+            .await
+            .unwrap();
+    }
+    db.client
+        .batch_execute(&format!(
+            "INSERT INTO {s}.asset_metadata (asset_id, job_id, org_id, project_id, status, bytes_downloaded)
+             VALUES ('old-1', 'j', 'o', 'p', 'ok', 5);
+             INSERT INTO {s}.job_completed VALUES ('j', 'o', 'p', 1, 1, 0, '{{}}', now(), now());"
+        ))
+        .await
+        .unwrap();
+    db.client.batch_execute("SET search_path = public").await.unwrap();
+    db.sink().await.unwrap();
+    assert_eq!(db.primary_key("asset_metadata").await, ["org_id", "project_id", "asset_id"]);
+    assert_eq!(db.records("old-1").await.len(), 1, "the row survived");
+    let n: i64 =
+        db.client.query_one(&format!("SELECT count(*) FROM {s}.job_completed"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    db.drop_schema().await;
+}
+
+/// A write blocked by a lock used to hang while /readyz said ready. It now fails after
+/// the statement timeout, as "unavailable" (the worker pauses rather than spending the
+/// job's attempts), and the sink is not ready until the lock goes.
+#[tokio::test]
+async fn a_write_blocked_by_a_lock_times_out_and_the_sink_is_not_ready_until_it_goes() {
+    let Some(db) = Db::new("sink_pg_locked").await else { return };
+    let timeout = std::time::Duration::from_millis(500);
+    let sink = PostgresSink::connect_with(&database_url(), Some(&db.schema), timeout).await.unwrap();
+    assert!(sink.ready().await);
+    let (locker, conn) = tokio_postgres::connect(&database_url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    locker
+        .batch_execute(&format!("BEGIN; LOCK TABLE {}.asset_metadata IN SHARE MODE", db.schema))
+        .await
+        .unwrap();
+    let job = job(&db.schema);
+    let r = AssetResult::ok(&job, &job.assets[0], sink_conformance::full_metadata(), 1, Default::default());
+    let started = std::time::Instant::now();
+    let err = sink.write(&r).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the write did not hang");
+    assert!(err.is_retryable() && err.is_unavailable(), "{err}");
+    assert!(!sink.ready().await, "a table no write can enter is not ready");
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert!(sink.ready().await);
+    sink.write(&r).await.unwrap();
     db.drop_schema().await;
 }
 

@@ -113,6 +113,26 @@ impl SinkError {
     }
 }
 
+impl SinkError {
+    /// The sink answers no writes at all (it is down, restarting, out of resources, or
+    /// every statement times out): not this result's fault. The worker pauses and waits
+    /// for it instead of spending the job's attempts. A retryable fault of one statement
+    /// (a serialization failure, a deadlock) is not this: it retries the job.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SinkError::Connect { .. } | SinkError::Pool(_) => true,
+            SinkError::Postgres { source, .. } => match source.as_db_error() {
+                // 08 connection exception, 53 insufficient resources, 57 operator
+                // intervention (shutdown, statement timeout: 57014), 58 system error.
+                Some(db) => ["08", "53", "57", "58"].iter().any(|c| db.code().code().starts_with(c)),
+                None => true,
+            },
+            SinkError::Amqp { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// A server error is transient when its SQLSTATE class says so (connection exception,
 /// insufficient resources, operator intervention such as a restart, serialization
 /// failure or deadlock); an error without a SQLSTATE is the connection itself failing.

@@ -16,7 +16,7 @@ use asset_schemas::{AssetResult, JobCompleted};
 pub use amqp::{AmqpSink, ROUTING_KEY_ASSET, ROUTING_KEY_JOB_COMPLETED};
 pub use error::SinkError;
 pub use jsonl::JsonlSink;
-pub use postgres::{MIGRATIONS, PostgresSink};
+pub use postgres::{DEFAULT_STATEMENT_TIMEOUT, MIGRATIONS, PostgresSink};
 
 /// Something that stores or forwards per-asset results and job completions.
 #[async_trait::async_trait]
@@ -156,6 +156,8 @@ pub struct SinkSettings {
     pub results_exchange: Option<String>,
     /// JSON Lines file; `None` writes to stdout.
     pub jsonl_path: Option<std::path::PathBuf>,
+    /// PostgreSQL `statement_timeout`; `None` is [`postgres::DEFAULT_STATEMENT_TIMEOUT`].
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for SinkSettings {
@@ -166,6 +168,7 @@ impl fmt::Debug for SinkSettings {
             .field("amqp_url", &self.amqp_url.as_ref().map(|_| "REDACTED"))
             .field("results_exchange", &self.results_exchange)
             .field("jsonl_path", &self.jsonl_path)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -183,7 +186,8 @@ pub async fn connect_all(kinds: &[SinkKind], settings: &SinkSettings) -> Result<
                     .database_url
                     .as_deref()
                     .ok_or_else(|| SinkError::Config("sink postgres needs DATABASE_URL".into()))?;
-                Arc::new(PostgresSink::connect(url).await?)
+                let timeout = settings.statement_timeout.unwrap_or(postgres::DEFAULT_STATEMENT_TIMEOUT);
+                Arc::new(PostgresSink::connect_with(url, None, timeout).await?)
             }
             SinkKind::Amqp => {
                 let url = settings

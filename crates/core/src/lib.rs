@@ -59,6 +59,9 @@ pub enum ErrorCode {
     TooLarge,
     Encrypted,
     Io,
+    /// A parser crashed on the file (stack overflow, abort): the file is hostile or
+    /// hits a bug; the worker itself goes on.
+    ParserCrashed,
     // Reaching the customer's storage.
     AccessDenied,
     NotFound,
@@ -76,13 +79,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for schemas and docs that must list them all.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::UnsupportedFormat,
         ErrorCode::CorruptFile,
         ErrorCode::Truncated,
         ErrorCode::TooLarge,
         ErrorCode::Encrypted,
         ErrorCode::Io,
+        ErrorCode::ParserCrashed,
         ErrorCode::AccessDenied,
         ErrorCode::NotFound,
         ErrorCode::UrlNotInStorage,
@@ -104,6 +108,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Encrypted => "encrypted",
             ErrorCode::Io => "io",
+            ErrorCode::ParserCrashed => "parser_crashed",
             ErrorCode::AccessDenied => "access_denied",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UrlNotInStorage => "url_not_in_storage",
@@ -228,7 +233,7 @@ impl Default for Limits {
             max_memory_bytes: 32 * 1024 * 1024,
             max_nesting: 64,
             max_items: 10_000_000,
-            max_millis: 30_000,
+            max_millis: 2_000,
         }
     }
 }

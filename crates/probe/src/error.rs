@@ -20,6 +20,13 @@ pub enum ProbeError {
     TimedOut { millis: u64 },
     #[error("reading the file: {0}")]
     Io(#[from] std::io::Error),
+    /// The probe process died on this file (a stack overflow, an abort, a signal):
+    /// the file makes a parser crash. Not retried: it would crash again.
+    #[error("the parser crashed on this file: {detail}")]
+    Crashed { detail: String },
+    /// An error a probe process reported, with its code and message as it gave them.
+    #[error("{message}")]
+    Reported { code: ErrorCode, message: String },
     /// Only from [`probe_partial`](crate::probe_partial): the answer depends on bytes not
     /// downloaded yet. Not a fault of the file: callers of the ranged API fetch the
     /// bytes and probe again, and never write this as a result (its code is `internal`).
@@ -49,6 +56,8 @@ impl ProbeError {
             ProbeError::Encrypted { .. } => ErrorCode::Encrypted,
             ProbeError::TimedOut { .. } => ErrorCode::Timeout,
             ProbeError::Io(_) => ErrorCode::Io,
+            ProbeError::Crashed { .. } => ErrorCode::ParserCrashed,
+            ProbeError::Reported { code, .. } => *code,
             ProbeError::NeedBytes { .. } => ErrorCode::Internal,
         }
     }
@@ -57,7 +66,7 @@ impl ProbeError {
     /// local I/O fault (disk full, temp dir gone) may succeed on another attempt.
     /// [`ProbeError::NeedBytes`] is not retryable either: it asks for a fetch, not a retry.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProbeError::Io(_))
+        matches!(self, ProbeError::Io(_) | ProbeError::Reported { code: ErrorCode::Io, .. })
     }
 
     /// What a partial probe still needs, if that is why it stopped.

@@ -8,6 +8,7 @@ pub mod detect;
 mod dicom;
 mod error;
 mod image;
+pub mod isolate;
 mod pdf;
 mod pool;
 pub mod ranged;
@@ -53,32 +54,32 @@ struct Partial {
 }
 
 impl Source {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)?;
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = open_regular(path)?;
         let size = file.metadata()?.len();
-        Self::with_file(path, SourceFile::new(file, None), size, None)
+        Ok(Self::with_file(path, SourceFile::new(file, None), size, None)?)
     }
 
     /// Opens a partial copy: a file of the asset's full length `total` of which only the
     /// `present` ranges hold downloaded bytes. Reading elsewhere fails with
     /// [`MissingBytes`], the head included.
-    pub fn open_partial(path: &Path, total: u64, present: &RangeSet) -> io::Result<Self> {
+    pub fn open_partial(path: &Path, total: u64, present: &RangeSet) -> Result<Self> {
         Self::open_shared(path, Arc::new(Partial::new(present.clone(), total)))
     }
 
-    fn open_shared(path: &Path, partial: Arc<Partial>) -> io::Result<Self> {
-        let file = File::open(path)?;
+    fn open_shared(path: &Path, partial: Arc<Partial>) -> Result<Self> {
+        let file = open_regular(path)?;
         let on_disk = file.metadata()?.len();
         let total = partial.present.total;
         let last = partial.present.ranges.ranges().last().map_or(0, |r| r.end());
         if on_disk < last || last > total {
-            return Err(io::Error::new(
+            return Err(ProbeError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("partial copy of {on_disk} bytes, asset of {total}, downloaded up to {last}"),
-            ));
+            )));
         }
         let file = SourceFile::new(file, Some(partial.present.clone()));
-        Self::with_file(path, file, total, Some(partial))
+        Ok(Self::with_file(path, file, total, Some(partial))?)
     }
 
     fn with_file(
@@ -260,6 +261,35 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown cause".into());
     format!("the parser panicked: {what}")
+}
+
+/// Opens a regular file for reading, and nothing else: a FIFO would block the reader
+/// forever and a device has no end, so both are `unsupported_format` — decided on the
+/// opened handle (non-blocking, so opening a FIFO returns at once), never by a second
+/// look at the path.
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(ProbeError::unsupported(format!("{what}, not a file")));
+    }
+    Ok(file)
 }
 
 /// Fills `buf` unless the input ends first; returns how many bytes were read. The

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use asset_core::Limits;
 use asset_probe::FetchPolicy;
-use asset_queue::{Backoff, QueueConfig, Topology};
+use asset_probe::isolate::PoolConfig;
+use asset_queue::{Backoff, JobLimits, QueueConfig, Topology};
 use asset_sink::{SinkKind, SinkSettings};
 use asset_storage::StorageConfig;
 
@@ -31,9 +32,20 @@ pub struct PipelineArgs {
     #[arg(long, env = "MAX_ASSET_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
     pub max_asset_bytes: u64,
 
-    /// Time budget for probing one file, e.g. `30s`, `500ms`.
-    #[arg(long, env = "PROBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    /// Time budget for probing one asset (every round of a ranged read together), e.g.
+    /// `2s`, `500ms`; the probe process is killed when it runs out.
+    #[arg(long, env = "PROBE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub probe_timeout: Duration,
+
+    /// Probe processes this replica runs at most (parsers run there, each under its own
+    /// memory limit and deadline); default: the number of CPUs, at least 2.
+    #[arg(long, env = "PROBE_PROCESSES")]
+    pub probe_processes: Option<usize>,
+
+    /// Memory a probe process may use besides the bytes a parser holds of the file
+    /// (at most 32 MiB more), in bytes; over it, the asset gets `too_large`.
+    #[arg(long, env = "PROBE_MEMORY_LIMIT", default_value_t = asset_probe::isolate::DEFAULT_MEMORY_CEILING)]
+    pub probe_memory_limit: u64,
 
     /// Directory that `secret_ref = "file:PATH"` references of storage integrations
     /// must stay inside; unset refuses every `file:` reference.
@@ -65,6 +77,8 @@ pub struct PipelineConfig {
     pub fetch: FetchMode,
     pub limits: Limits,
     pub storage: StorageConfig,
+    /// How probe processes are started (this executable's hidden `probe-server`).
+    pub prober: PoolConfig,
 }
 
 impl PipelineArgs {
@@ -77,6 +91,14 @@ impl PipelineArgs {
         }
         if self.probe_timeout.is_zero() {
             bail!("PROBE_TIMEOUT (--probe-timeout) must be positive");
+        }
+        let processes = match self.probe_processes {
+            Some(0) => bail!("PROBE_PROCESSES (--probe-processes) must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+        };
+        if self.probe_memory_limit < 16 * 1024 * 1024 {
+            bail!("PROBE_MEMORY_LIMIT (--probe-memory-limit) must be at least 16 MiB (16777216)");
         }
         let temp_dir = match &self.temp_dir {
             Some(dir) if dir.as_os_str().is_empty() => bail!("TEMP_DIR (--temp-dir) is empty"),
@@ -111,8 +133,20 @@ impl PipelineArgs {
                 FetchMode::Ranged(FetchPolicy { first, min, ..FetchPolicy::default() })
             }
         };
-        Ok(PipelineConfig { concurrency: self.concurrency, fetch, limits, storage })
+        let memory = self.probe_memory_limit.saturating_add(limits.max_memory_bytes);
+        let prober = prober_config(processes, memory)?;
+        Ok(PipelineConfig { concurrency: self.concurrency, fetch, limits, storage, prober })
     }
+}
+
+/// Probe processes are this executable again, with the hidden `probe-server` command.
+pub fn prober_config(processes: usize, memory_ceiling: u64) -> anyhow::Result<PoolConfig> {
+    let program = std::env::current_exe().context("locating this executable for the probe processes")?;
+    Ok(PoolConfig {
+        program,
+        args: vec!["probe-server".into(), "--memory-ceiling".into(), memory_ceiling.to_string().into()],
+        processes,
+    })
 }
 
 /// Where the broker objects are; shared by `run` and `publish`.
@@ -217,9 +251,30 @@ pub struct RunFlags {
     pub jsonl_path: Option<PathBuf>,
 
     /// Jobs the broker hands this replica before it acks (basic.qos); defaults to
-    /// CONCURRENCY so no job waits in a replica while another one is idle.
+    /// CONCURRENCY so no job waits in a replica while another one is idle, within the
+    /// memory held for messages (PREFETCH × MAX_JOB_BYTES ≤ 64 MiB).
     #[arg(long, env = "PREFETCH")]
     pub prefetch: Option<u16>,
+
+    /// Largest job message accepted, in bytes; a larger one is dead-lettered from its
+    /// size alone, before any parsing.
+    #[arg(long, env = "MAX_JOB_BYTES", default_value_t = JobLimits::default().max_bytes)]
+    pub max_job_bytes: usize,
+
+    /// Most assets one job may carry (at most 10000, the schema's limit).
+    #[arg(long, env = "MAX_ASSETS_PER_JOB", default_value_t = asset_schemas::MAX_ASSETS_PER_JOB)]
+    pub max_assets_per_job: usize,
+
+    /// PostgreSQL statement timeout: a write blocked longer (on a lock, a stuck server)
+    /// fails, and the sink reports not ready.
+    #[arg(long, env = "STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// Longest a result waits for an unavailable sink (the replica paused meanwhile)
+    /// before its job goes back to the queue; keep it under the broker's consumer
+    /// timeout (30 minutes by default).
+    #[arg(long, env = "SINK_WAIT_MAX", default_value = "20m", value_parser = parse_duration)]
+    pub sink_wait_max: Duration,
 
     /// Attempts a job gets for transient faults before it is dead-lettered.
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5)]
@@ -269,7 +324,11 @@ pub struct RunConfig {
     pub startup_timeout: Duration,
     pub log_format: LogFormat,
     pub allow_local_storage: bool,
+    pub sink_wait: Duration,
 }
+
+/// Memory a replica may hold in job messages at once: PREFETCH × MAX_JOB_BYTES.
+pub const MESSAGE_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -296,11 +355,34 @@ impl RunFlags {
         if sinks.contains(&SinkKind::Postgres) && database_url.is_none() {
             bail!("DATABASE_URL (--database-url) is required by the postgres sink named in SINKS");
         }
+        if self.max_job_bytes < 1024 {
+            bail!("MAX_JOB_BYTES (--max-job-bytes) must be at least 1024, got {}", self.max_job_bytes);
+        }
+        if !(1..=asset_schemas::MAX_ASSETS_PER_JOB).contains(&self.max_assets_per_job) {
+            bail!(
+                "MAX_ASSETS_PER_JOB (--max-assets-per-job) must be between 1 and {}, got {}",
+                asset_schemas::MAX_ASSETS_PER_JOB,
+                self.max_assets_per_job
+            );
+        }
+        let most_in_memory = (MESSAGE_MEMORY_BUDGET / self.max_job_bytes).max(1);
         let prefetch = match self.prefetch {
             Some(0) => bail!("PREFETCH (--prefetch) must be at least 1"),
+            Some(p) if usize::from(p) > most_in_memory => bail!(
+                "PREFETCH (--prefetch) {p} × MAX_JOB_BYTES {} exceeds the {} MiB a replica holds in messages; \
+                 lower one of them",
+                self.max_job_bytes,
+                MESSAGE_MEMORY_BUDGET >> 20
+            ),
             Some(p) => p,
-            None => u16::try_from(pipeline.concurrency).unwrap_or(u16::MAX),
+            None => u16::try_from(pipeline.concurrency.min(most_in_memory)).unwrap_or(u16::MAX),
         };
+        if self.statement_timeout.is_zero() {
+            bail!("STATEMENT_TIMEOUT (--statement-timeout) must be positive");
+        }
+        if self.sink_wait_max.is_zero() {
+            bail!("SINK_WAIT_MAX (--sink-wait-max) must be positive");
+        }
         if self.max_attempts == 0 {
             bail!("MAX_ATTEMPTS (--max-attempts) must be at least 1");
         }
@@ -320,12 +402,14 @@ impl RunFlags {
         };
         queue.prefetch = prefetch;
         queue.max_attempts = self.max_attempts;
+        queue.job_limits = JobLimits { max_bytes: self.max_job_bytes, max_assets: self.max_assets_per_job };
         queue.retry_backoff = Backoff { base: self.retry_delay, max: self.retry_max_delay };
         let sink_settings = SinkSettings {
             database_url,
             amqp_url: queue.url.clone().into(),
             results_exchange: Some(self.results_exchange.clone()),
             jsonl_path: self.jsonl_path.clone(),
+            statement_timeout: Some(self.statement_timeout),
         };
         Ok(RunConfig {
             pipeline,
@@ -337,6 +421,7 @@ impl RunFlags {
             startup_timeout: self.startup_timeout,
             log_format: LogFormat::parse(&self.log_format)?,
             allow_local_storage: self.allow_local_storage,
+            sink_wait: self.sink_wait_max,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use asset_core::{AssetMetadata, Integration, Limits};
+use asset_probe::isolate::ProbePool;
 use asset_probe::{ByteRange, FetchPolicy, Need, ProbeError, RangeSet};
 use asset_storage::{Storage, StorageError};
 
@@ -78,19 +79,20 @@ pub struct Probed {
 /// no file to probe are the `Err`; every outcome of the probe is in [`Probed::result`].
 pub async fn fetch_and_probe(
     storage: &Storage,
+    prober: &ProbePool,
     integration: &Integration,
     url: &str,
     limits: &Limits,
     mode: FetchMode,
 ) -> Result<Probed, StorageError> {
     let FetchMode::Ranged(policy) = mode else {
-        return full(storage, integration, url, limits).await;
+        return full(storage, prober, integration, url, limits, Duration::ZERO).await;
     };
-    match ranged(storage, integration, url, limits, policy).await {
+    match ranged(storage, prober, integration, url, limits, policy).await {
         Ok(probed) => Ok(probed),
-        Err(Abandoned { reason, bytes_downloaded, download }) => {
+        Err(Abandoned { reason, bytes_downloaded, download, probe }) => {
             tracing::info!(reason = %reason, "ranged read abandoned; downloading the whole object");
-            let mut probed = full(storage, integration, url, limits).await?;
+            let mut probed = full(storage, prober, integration, url, limits, probe).await?;
             probed.path = Path::Fallback;
             probed.bytes_downloaded += bytes_downloaded;
             probed.download += download;
@@ -103,7 +105,7 @@ pub async fn fetch_and_probe(
 /// Why the ranged path did not give an answer.
 enum RangedError {
     /// Try the full download; what the ranged path already cost is kept.
-    Abandoned { reason: String, bytes_downloaded: u64, download: Duration },
+    Abandoned { reason: String, bytes_downloaded: u64, download: Duration, probe: Duration },
     /// A storage fault the full download would meet too (access, not found, limits,
     /// transient faults after their retries).
     Failed(StorageError),
@@ -112,14 +114,15 @@ use RangedError::{Abandoned, Failed};
 
 async fn ranged(
     storage: &Storage,
+    prober: &ProbePool,
     integration: &Integration,
     url: &str,
     limits: &Limits,
     policy: FetchPolicy,
 ) -> Result<Probed, RangedError> {
-    let abandon = |err: StorageError, bytes_downloaded: u64, download: Duration| {
+    let abandon = |err: StorageError, bytes_downloaded: u64, download: Duration, probe: Duration| {
         if err.wants_full_download() {
-            Abandoned { reason: err.to_string(), bytes_downloaded, download }
+            Abandoned { reason: err.to_string(), bytes_downloaded, download, probe }
         } else {
             Failed(err)
         }
@@ -128,7 +131,7 @@ async fn ranged(
     let (mut partial, first) = storage
         .open_partial(integration, url, policy.first)
         .await
-        .map_err(|e| abandon(e, 0, started.elapsed()))?;
+        .map_err(|e| abandon(e, 0, started.elapsed(), Duration::ZERO))?;
     let mut download = started.elapsed();
     let total = partial.total();
     let mut present = RangeSet::new();
@@ -140,7 +143,7 @@ async fn ranged(
     let mut whole_file = false;
     let result = loop {
         let t = Instant::now();
-        let result = probe_blocking(path.clone(), total, &present, limits).await;
+        let result = probe_blocking(prober, path.clone(), total, &present, limits, probe).await;
         probe += t.elapsed();
         let need = match result {
             Err(ProbeError::NeedBytes { offset, len, whole_file }) => Need { offset, len, whole_file },
@@ -155,13 +158,13 @@ async fn ranged(
                 need.offset,
                 partial.requests()
             );
-            return Err(Abandoned { reason, bytes_downloaded: partial.bytes_downloaded(), download });
+            return Err(Abandoned { reason, bytes_downloaded: partial.bytes_downloaded(), download, probe });
         }
         let t = Instant::now();
         let got = partial
             .fetch(next.offset..next.end())
             .await
-            .map_err(|e| abandon(e, partial.bytes_downloaded(), download + t.elapsed()))?;
+            .map_err(|e| abandon(e, partial.bytes_downloaded(), download + t.elapsed(), probe))?;
         download += t.elapsed();
         present.insert(ByteRange::span(got.start, got.end));
         round += 1;
@@ -182,11 +185,14 @@ async fn ranged(
     })
 }
 
+/// `spent`: probe time an abandoned ranged attempt already used of the asset's budget.
 async fn full(
     storage: &Storage,
+    prober: &ProbePool,
     integration: &Integration,
     url: &str,
     limits: &Limits,
+    spent: Duration,
 ) -> Result<Probed, StorageError> {
     let t = Instant::now();
     let temp = storage.fetch(integration, url).await?;
@@ -195,7 +201,7 @@ async fn full(
     let mut all = RangeSet::new();
     all.insert(ByteRange::new(0, size));
     let t = Instant::now();
-    let result = probe_blocking(temp.path().to_path_buf(), size, &all, limits).await;
+    let result = probe_blocking(prober, temp.path().to_path_buf(), size, &all, limits, spent).await;
     let probe = t.elapsed();
     let delete_failed = temp.delete().err();
     Ok(Probed {
@@ -211,24 +217,41 @@ async fn full(
     })
 }
 
-/// The probe on the blocking pool (it has its own thread, panic boundary and time
-/// budget inside); a complete file goes through the plain probe.
+/// The probe in a probe process (its own memory limit and deadline; see
+/// [`asset_probe::isolate`]), waited for on the blocking pool. `spent` is what earlier
+/// rounds of this asset already used of its time budget: one asset gets
+/// `limits.max_millis` in all, however many reads it takes.
 async fn probe_blocking(
+    prober: &ProbePool,
     path: PathBuf,
     total: u64,
     present: &RangeSet,
     limits: &Limits,
+    spent: Duration,
 ) -> Result<AssetMetadata, ProbeError> {
-    let limits = limits.clone();
+    let budget = Duration::from_millis(limits.max_millis);
+    let Some(left) = budget.checked_sub(spent).filter(|d| !d.is_zero()) else {
+        return Err(ProbeError::TimedOut { millis: limits.max_millis });
+    };
+    let limits =
+        Limits { max_millis: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1), ..limits.clone() };
     let complete = present.covered() >= total;
     let present = present.clone();
+    let prober = prober.clone();
     let joined = tokio::task::spawn_blocking(move || {
         if complete {
-            asset_probe::probe(&path, &limits)
+            prober.probe(&path, &limits)
         } else {
-            asset_probe::probe_partial(&path, total, &present, &limits)
+            prober.probe_partial(&path, total, &present, &limits)
         }
     })
     .await;
-    joined.unwrap_or_else(|_| Err(ProbeError::corrupt("unknown", "the parser panicked")))
+    match joined {
+        // A timeout on the last of several rounds is the asset's whole budget.
+        Ok(Err(ProbeError::TimedOut { .. })) => {
+            Err(ProbeError::TimedOut { millis: budget.as_millis() as u64 })
+        }
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::corrupt("unknown", "the probe task panicked")),
+    }
 }

@@ -5,6 +5,7 @@ mod config;
 mod fetch;
 mod logging;
 mod metrics;
+mod pause;
 mod pipeline;
 mod probe_cmd;
 mod publish_cmd;
@@ -37,6 +38,17 @@ enum Command {
     Publish(publish_cmd::PublishArgs),
     /// Check that a storage integration grants what the worker needs.
     ValidateStorage(validate_cmd::ValidateArgs),
+    /// A probe process: answers probe requests (JSON lines) on stdin under its own
+    /// resource limits. Started by the worker itself, never by hand.
+    #[command(hide = true)]
+    ProbeServer(ProbeServerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProbeServerArgs {
+    /// RLIMIT_DATA of this process, in bytes.
+    #[arg(long)]
+    memory_ceiling: u64,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => block_on(replay_cmd::run(args)),
         Command::Publish(args) => block_on(publish_cmd::run(args)),
         Command::ValidateStorage(args) => block_on(validate_cmd::run(args)),
+        Command::ProbeServer(args) => asset_probe::isolate::serve(args.memory_ceiling)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,

@@ -22,6 +22,7 @@ use crate::config::{LogFormat, PipelineArgs};
 use crate::metrics::Metrics;
 use crate::pipeline::{JobReport, Pipeline};
 use crate::{logging, shutdown};
+use asset_probe::isolate::ProbePool;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -71,7 +72,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let sink: Arc<dyn MetadataSink> = in_order.clone();
     let storage = Storage::new(cfg.storage.clone()).await.context("TEMP_DIR / storage setup")?;
     let stop = CancellationToken::new();
-    shutdown::on_signal(stop.clone())?;
+    shutdown::on_signal(stop.clone(), CancellationToken::new())?;
 
     let total: u64 = jobs.iter().map(|j| j.assets.len() as u64).sum();
     let bar = if std::io::stderr().is_terminal() {
@@ -88,6 +89,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Arc::new(
         Pipeline::new(
             storage,
+            ProbePool::new(cfg.prober.clone()),
             sink,
             cfg.limits.clone(),
             cfg.concurrency,
@@ -102,9 +104,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for (job, path) in jobs.into_iter().zip(&args.jobs) {
         bar.set_message(job.job_id.clone());
         let job_id = job.job_id.clone();
-        match pipeline.run_job(Arc::new(job)).await {
+        match pipeline.run_job(Arc::new(job), &Default::default()).await {
             JobReport::Completed(_) => {}
-            JobReport::Transient { reason, code } => {
+            JobReport::Transient { reason, code, .. }
+            | JobReport::Rejected { reason, code }
+            | JobReport::Requeue { reason, code } => {
                 failed_jobs += 1;
                 in_order.flush(&job_id).await;
                 bar.suspend(|| eprintln!("metadata-worker: {}: {code}: {reason}", path.display()));

@@ -1,6 +1,7 @@
 //! `metadata-worker run`: the service. Consumes import jobs, runs each through the
-//! pipeline in its own task, settles it with the broker, serves metrics, and on
-//! SIGTERM drains within `SHUTDOWN_GRACE`, hands the rest back and exits 0.
+//! pipeline in its own task, settles it with the broker, serves metrics, takes no new
+//! job while paused (a sink down, the temp dir full), and on SIGTERM drains within
+//! `SHUTDOWN_GRACE` (a second signal: at once), hands the rest back and exits 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
+use crate::pause::Pause;
 use crate::pipeline::{JobReport, Pipeline};
 use crate::{logging, server, shutdown};
+use asset_probe::isolate::ProbePool;
 
 /// Flags of `metadata-worker run` (boxed: they are many, and live in a small enum).
 #[derive(Debug, clap::Args)]
@@ -29,7 +32,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.flags.resolve()?;
     logging::init(cfg.log_format, "info");
     let stop = CancellationToken::new();
-    shutdown::on_signal(stop.clone()).context("installing signal handlers")?;
+    let now = CancellationToken::new();
+    shutdown::on_signal(stop.clone(), now.clone()).context("installing signal handlers")?;
+    let pause = Pause::default();
 
     let metrics = Arc::new(Metrics::new());
     let temp_dir = cfg.pipeline.storage.temp_dir.clone();
@@ -57,6 +62,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 metrics.clone(),
                 consumer.health(),
                 sinks.clone(),
+                pause.clone(),
                 stop.clone(),
                 server_done.clone(),
             )
@@ -69,22 +75,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pipeline = Arc::new(
         Pipeline::new(
             storage,
+            ProbePool::new(cfg.pipeline.prober.clone()),
             sink,
             cfg.pipeline.limits.clone(),
             cfg.pipeline.concurrency,
             metrics.clone(),
             stop.clone(),
         )
-        .with_fetch(cfg.pipeline.fetch),
+        .with_fetch(cfg.pipeline.fetch)
+        .with_pause(pause.clone(), cfg.sink_wait),
     );
 
     // Prefetch bounds how many envelopes exist, hence how many job tasks.
     let mut jobs = JoinSet::new();
     loop {
+        if pause.is_paused() {
+            // Deliveries already prefetched stay with us, unacked, until it is lifted.
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                _ = pause.resumed() => {}
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            _ = pause.paused() => {}
             envelope = consumer.next() => {
                 jobs.spawn(handle(envelope, pipeline.clone(), metrics.clone(), cfg.allow_local_storage));
             }
@@ -99,13 +118,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         grace_ms = cfg.shutdown_grace.as_millis() as u64,
         "draining"
     );
-    let drained =
-        tokio::time::timeout(cfg.shutdown_grace, async { while jobs.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            jobs_in_flight = jobs.len(),
-            "grace period over; unfinished jobs go back to the queue"
-        );
+    let drained = tokio::select! {
+        drained = tokio::time::timeout(cfg.shutdown_grace, async { while jobs.join_next().await.is_some() {} }) => drained.is_ok(),
+        _ = now.cancelled() => false,
+    };
+    if !drained {
+        tracing::warn!(jobs_in_flight = jobs.len(), "unfinished jobs go back to the queue");
         jobs.abort_all();
         while jobs.join_next().await.is_some() {}
     }
@@ -152,7 +170,7 @@ async fn connect_sinks(
 /// One delivery, start to settlement. The job itself runs in a task of its own so
 /// that a panic anywhere in it is an outcome here, never a dead worker.
 async fn handle(envelope: Envelope, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, allow_local: bool) {
-    let job_id = envelope.job_id().unwrap_or_default();
+    let job_id = envelope.job_id.clone().unwrap_or_default();
     let span = tracing::info_span!("job", job_id = %job_id, attempt = envelope.attempt);
     async move {
         let started = Instant::now();
@@ -171,21 +189,28 @@ async fn handle(envelope: Envelope, pipeline: Arc<Pipeline>, metrics: Arc<Metric
             }
             Ok(job) => {
                 tracing::info!(assets = job.assets.len(), redelivered = envelope.redelivered, "job received");
-                let job = Arc::new(job.clone());
+                let job = Arc::clone(job);
+                let earlier = envelope.progress.clone();
                 let task = AbortOnDrop(tokio::spawn({
                     let pipeline = pipeline.clone();
-                    async move { pipeline.run_job(job).await }.in_current_span()
+                    async move { pipeline.run_job(job, &earlier).await }.in_current_span()
                 }));
                 match task.join().await {
                     Ok(report) => {
-                        if let JobReport::Completed(done) = &report {
-                            tracing::info!(assets_ok = done.assets_ok, assets_failed = done.assets_failed, "job completed");
+                        match &report {
+                            JobReport::Completed(done) => {
+                                tracing::info!(assets_ok = done.assets_ok, assets_failed = done.assets_failed, "job completed");
+                            }
+                            JobReport::Requeue { reason, code } => {
+                                tracing::warn!(%code, reason = %reason, "handing the job back to the queue");
+                            }
+                            _ => {}
                         }
                         report.outcome()
                     }
                     Err(join) => {
                         tracing::error!(panicked = join.is_panic(), "the job's task died; retrying the job");
-                        Outcome::Retry { reason: "the job's task died".into(), code: asset_core::ErrorCode::Internal }
+                        Outcome::retry("the job's task died", asset_core::ErrorCode::Internal)
                     }
                 }
             }

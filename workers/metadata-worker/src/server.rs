@@ -1,5 +1,5 @@
 //! The operations endpoint: `/metrics` for Prometheus, `/healthz` (the process runs)
-//! and `/readyz` (broker and every sink connected, not shutting down).
+//! and `/readyz` (broker and every sink connected, not paused, not shutting down).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +14,14 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::pause::Pause;
 
 #[derive(Clone)]
 struct Ops {
     metrics: Arc<Metrics>,
     broker: BrokerHealth,
     sinks: FanOut,
+    pause: Pause,
     stopping: CancellationToken,
 }
 
@@ -29,6 +31,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     broker: BrokerHealth,
     sinks: FanOut,
+    pause: Pause,
     stopping: CancellationToken,
     done: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -39,7 +42,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(Ops { metrics, broker, sinks, stopping });
+        .with_state(Ops { metrics, broker, sinks, pause, stopping });
     tracing::info!(addr = %addr, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(done.cancelled_owned()).await {
@@ -65,6 +68,7 @@ async fn ready_handler(State(ops): State<Ops>) -> impl IntoResponse {
         missing.push("broker");
     }
     missing.extend(ops.sinks.not_ready().await);
+    missing.extend(ops.pause.causes());
     if missing.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {

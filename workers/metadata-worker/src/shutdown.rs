@@ -1,13 +1,14 @@
 //! Graceful stop: SIGTERM or SIGINT fires one token; the consumer stops receiving, the
-//! pipeline stops starting assets, and what is left of the temp directory is removed.
+//! pipeline stops starting assets, and what is left of the temp directory is removed. A
+//! second signal during the drain fires another: stop now, hand every job back.
 
 use std::io;
 use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-/// Fires `token` on the first SIGTERM or SIGINT.
-pub fn on_signal(token: CancellationToken) -> io::Result<()> {
+/// Fires `token` on the first SIGTERM or SIGINT, and `now` on the next one.
+pub fn on_signal(token: CancellationToken, now: CancellationToken) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -16,8 +17,17 @@ pub fn on_signal(token: CancellationToken) -> io::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "stopping: no new jobs; in-flight assets may finish");
+        tracing::info!(
+            signal = name,
+            "stopping: no new jobs; in-flight assets may finish (signal again to stop at once)"
+        );
         token.cancel();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(signal = name, "stopping at once: unfinished jobs go back to the queue");
+        now.cancel();
     });
     Ok(())
 }

@@ -222,6 +222,9 @@ pub struct Limits {
     pub max_items: u64,
     /// Wall-clock budget for one file, in milliseconds.
     pub max_millis: u64,
+    /// What a reported value may be at all; see [`Plausibility`].
+    #[serde(default)]
+    pub plausibility: Plausibility,
 }
 
 impl Default for Limits {
@@ -234,6 +237,98 @@ impl Default for Limits {
             max_nesting: 64,
             max_items: 10_000_000,
             max_millis: 2_000,
+            plausibility: Plausibility::default(),
+        }
+    }
+}
+
+/// The range of values real assets have. A value an extractor read outside it is not
+/// metadata but a lying or damaged header (2^31-pixel AVI frames, 1.8e19-second
+/// durations, 0×0 HEIF images: issue 9), so the probe reports the asset as
+/// `corrupt_file`, naming the field and the bound, instead of writing the value.
+/// Unlike the rest of [`Limits`] these bounds are about truth, not cost: each sits well
+/// outside anything a real encoder writes, and each field says why. Only the fields an
+/// extractor reports are checked; an absent field is never an error. `orientation`
+/// must be 1–8, the EXIF tag's only values. Tests may tighten the bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Plausibility {
+    /// Width and height, each, run from 1 to this, in pixels (PDF: points). 0 is no
+    /// image. 16K video is 15,360 px wide, the largest codec level (AV1) 65,536;
+    /// gigapixel panoramas and whole-slide scans reach ~200,000 px a side; a PDF page
+    /// is at most 14,400 pt before UserUnit. Not a resource bound: a raster image is
+    /// refused earlier, as `too_large`, past [`Limits::max_dimension`].
+    pub max_dimension: u32,
+    /// Durations run from 0 to this, in seconds, and are finite. 10^7 s is 115 days,
+    /// longer than any recording (a month of continuous CCTV is 2.6 × 10^6 s); 0 is
+    /// an empty stream, which encoders do write.
+    pub max_duration_seconds: u64,
+    /// Frame rates run up to this, in frames per second, and are finite. Stored rates
+    /// stop at a few hundred (phones store 240 fps slow motion as captured);
+    /// high-speed cameras capture at thousands but export at a playback rate. The
+    /// lowest is one frame in [`Plausibility::max_duration_seconds`]: below it there
+    /// is no stream.
+    pub max_frame_rate: u32,
+    /// Frame counts run from 1 (0 frames is no video, and no extractor reports a
+    /// count it does not have) to this: `max_duration_seconds × max_frame_rate`, the
+    /// most frames any plausible duration and rate could hold.
+    pub max_frame_count: u64,
+    /// How far apart `frame_count` and `duration_seconds × frame_rate` may be, as a
+    /// factor either way, when all three are reported. Headers disagree for good
+    /// reasons: variable-frame-rate streams store a nominal rate (240 fps slow-motion
+    /// segments in a 24 fps stream are 10× over it, a screen capture that stores
+    /// frames only on change is far under it), the duration is the longest track's (a
+    /// short video beside a long audio track), and AVI writers that count only the
+    /// first RIFF in `strh` are off by the file's size in GiB. The absurd counts of
+    /// issue 9 were 10^5–10^14 off: two orders of magnitude keeps both sides apart.
+    pub frame_count_ratio: u32,
+    /// Frames by which the two may always differ, whatever the ratio: rounding, a
+    /// partial frame at either end, and very short clips, where any ratio is possible
+    /// (a single frame with a 0 s duration is a real file).
+    pub frame_count_slack: u64,
+    /// Lowest sample rate, in Hz. Real audio starts at 8 kHz, but sensor and
+    /// infrasound recordings are stored as WAV at a few Hz: only 0 is impossible.
+    pub min_sample_rate: u32,
+    /// Highest sample rate, in Hz. 768 kHz is the highest PCM rate any converter offers
+    /// (DXD, the highest mastering rate, is 352.8 kHz). DSD reaches the containers we read as DoP: PCM at 176.4, 352.8 and
+    /// 705.6 kHz for DSD64, 128 and 256. FLAC's 20-bit field could say 1,048,575 Hz;
+    /// no real file does. A reader of raw DSD (DSF, DFF) would report up to 45 MHz and
+    /// must raise this.
+    pub max_sample_rate: u32,
+    /// Channels run from 1 to this. Opus and Vorbis signal at most 255 (Opus's
+    /// 14th-order ambisonics uses 227); multitrack recorders write a MADI link's 64
+    /// channels, or several links', into one WAV. 1,024 leaves room above any real rig
+    /// and still refuses WAV's 65,535.
+    pub max_channels: u32,
+    /// Page counts run from 1 to this. PDF readers cap a file's indirect objects at
+    /// 8,388,607 (ISO 32000-1, Annex C) and every page is one; a multi-page TIFF (fax,
+    /// scanned archive) runs to thousands.
+    pub max_page_count: u32,
+    /// Longest string a file may supply (`codec`, `encoding`, `modality`), in bytes;
+    /// it must also be printable ASCII (0x20–0x7E). Every real value is: a FourCC, a
+    /// Matroska CodecID, a DICOM CS value (16 bytes at most), an encoding label. Any
+    /// other byte (a NUL, which PostgreSQL's jsonb cannot store; a terminal escape; a
+    /// bidi override) is unsafe to store or display. An offending string is dropped
+    /// and its field omitted rather than failing the asset: it is a label, and the
+    /// asset displays without it. `mime` cannot be omitted, so a bad MIME type (never
+    /// file-supplied today) makes the asset `corrupt_file`.
+    pub max_string_bytes: usize,
+}
+
+impl Default for Plausibility {
+    fn default() -> Self {
+        Plausibility {
+            max_dimension: 1_000_000,
+            max_duration_seconds: 10_000_000,
+            max_frame_rate: 1_000,
+            max_frame_count: 10_000_000 * 1_000,
+            frame_count_ratio: 100,
+            frame_count_slack: 10,
+            min_sample_rate: 1,
+            max_sample_rate: 768_000,
+            max_channels: 1_024,
+            max_page_count: 8_388_607,
+            max_string_bytes: 64,
         }
     }
 }
@@ -250,6 +345,22 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[test]
+    fn max_frame_count_is_the_longest_duration_at_the_highest_rate() {
+        let p = Plausibility::default();
+        assert_eq!(p.max_frame_count, p.max_duration_seconds * u64::from(p.max_frame_rate));
+    }
+
+    #[test]
+    fn limits_written_before_plausibility_existed_still_read() {
+        let mut json = serde_json::to_value(Limits::default()).unwrap();
+        json.as_object_mut().unwrap().remove("plausibility");
+        let limits: Limits = serde_json::from_value(json).unwrap();
+        assert_eq!(limits.plausibility, Plausibility::default());
+        let tightened: Plausibility = serde_json::from_str(r#"{"max_dimension": 100}"#).unwrap();
+        assert_eq!(tightened, Plausibility { max_dimension: 100, ..Plausibility::default() });
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod error;
 mod image;
 pub mod isolate;
 mod pdf;
+mod plausible;
 mod pool;
 pub mod ranged;
 mod text;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-pub use asset_core::{AssetMetadata, DataType, ErrorCode, Limits};
+pub use asset_core::{AssetMetadata, DataType, ErrorCode, Limits, Plausibility};
 pub use detect::Format;
 pub use error::{ProbeError, Result};
 pub use ranged::{
@@ -242,16 +243,19 @@ fn probe_source(src: &Source, limits: &Limits) -> Result<AssetMetadata> {
     probe_format(src, format, limits)
 }
 
-/// Runs the extractor for an already detected format.
+/// Runs the extractor for an already detected format. Every probe path ends here, so
+/// every answer passes the one plausibility check ([`Limits::plausibility`]): a value
+/// no real asset has is [`ProbeError::Corrupt`], whichever extractor read it.
 pub fn probe_format(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
-    match format.data_type() {
+    let meta = match format.data_type() {
         DataType::Image => image::probe(src, format, limits),
         DataType::Video => video::probe(src, format, limits),
         DataType::Audio => audio::probe(src, format, limits),
         DataType::Text => text::probe(src, format, limits),
         DataType::Dicom => dicom::probe(src, format, limits),
         DataType::Pdf => pdf::probe(src, format, limits),
-    }
+    }?;
+    plausible::check(meta, &limits.plausibility)
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

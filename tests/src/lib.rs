@@ -337,9 +337,9 @@ impl Worker {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Files left in the worker's temp dir (none is the goal).
+    /// Files left in the worker's temp dir (none is the goal), its lock file aside.
     pub fn temp_files(&self) -> Vec<PathBuf> {
-        files_below(&self.temp_dir)
+        files_below(&self.temp_dir).into_iter().filter(|p| !p.ends_with(".metadata-worker.lock")).collect()
     }
 }
 
@@ -456,5 +456,136 @@ impl Scene {
             assert!(c.is_ack() && c.take_message().is_none(), "the broker took the job");
         }
         let _ = ch.close(200, "").await;
+    }
+}
+
+/// A PostgreSQL server of the test's own (its own data directory and port), started and
+/// stopped by the test, so an outage can be staged without touching the machine's
+/// shared server. Runs as the `postgres` user, as initdb requires.
+pub struct PgCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PgCluster {
+    /// `None` when PostgreSQL's server binaries are not installed (a failure in CI).
+    pub fn start() -> Option<PgCluster> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and initdb is not installed");
+            eprintln!("skipped: PostgreSQL server binaries not found under /usr/lib/postgresql");
+            return None;
+        };
+        let dir = tempfile::Builder::new().prefix("pgcluster-").tempdir().unwrap();
+        let data = dir.path().join("data");
+        let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+        assert!(chown.success(), "chown the cluster directory to postgres");
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let cluster = PgCluster { port: free_port(), dir, bin };
+        cluster.up();
+        Some(cluster)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&data)
+            .args(["-l"])
+            .arg(&log)
+            .args(["-o", &opts, "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server at once (no checkpoint, connections cut), like a crash.
+    pub fn down(&self) {
+        let data = self.dir.path().join("data");
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-w", "-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-w", "-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]).arg(program).stdin(Stdio::null());
+    cmd
+}
+
+/// A tmpfs of `size` (e.g. `128k`) mounted on a fresh directory, unmounted on drop:
+/// a disk that fills up. `None` where mounting is not permitted (a failure in CI).
+pub struct SmallDisk {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::Builder::new().prefix("smalldisk-").tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and mounting a tmpfs failed");
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    /// Gives the disk a new size (it keeps its files).
+    pub fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remounting the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }

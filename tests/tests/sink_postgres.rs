@@ -166,13 +166,23 @@ async fn another_orgs_job_reusing_an_asset_id_never_touches_the_row() {
     let mut attacker = victim.clone();
     attacker.org_id = "org-attacker".into();
     attacker.job_id = "job-attacker".into();
-    let mine = AssetResult::ok(&victim, &victim.assets[0], sink_conformance::full_metadata(), 10, Default::default());
+    let mine = AssetResult::ok(
+        &victim,
+        &victim.assets[0],
+        sink_conformance::full_metadata(),
+        10,
+        Default::default(),
+    );
     sink.write(&mine).await.unwrap();
     let mut other_meta = sink_conformance::full_metadata();
     other_meta.width = Some(1);
     let theirs = AssetResult::ok(&attacker, &attacker.assets[0], other_meta, 20, Default::default());
     sink.write(&theirs).await.unwrap();
-    let done = asset_schemas::JobCompleted::for_job(&attacker, &[theirs.clone()], "2026-01-01T00:00:00Z");
+    let done = asset_schemas::JobCompleted::for_job(
+        &attacker,
+        std::slice::from_ref(&theirs),
+        "2026-01-01T00:00:00Z",
+    );
     let mut victim_done = done.clone();
     victim_done.org_id = victim.org_id.clone();
     victim_done.job_id = "shared-job".into();
@@ -211,7 +221,10 @@ async fn a_table_keyed_by_asset_id_alone_is_migrated_with_its_rows() {
     for m in &asset_sink::MIGRATIONS[..2] {
         db.client.batch_execute(m.sql).await.unwrap();
         db.client
-            .execute(&format!("INSERT INTO {s}.asset_sink_migrations VALUES ($1, $2)"), &[&m.version, &m.name])
+            .execute(
+                &format!("INSERT INTO {s}.asset_sink_migrations VALUES ($1, $2)"),
+                &[&m.version, &m.name],
+            )
             .await
             .unwrap();
     }

@@ -270,6 +270,11 @@ pub struct RunFlags {
     #[arg(long, env = "STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
 
+    /// How often the downloads of dead replicas sharing TEMP_DIR's parent volume are
+    /// removed (each replica locks its own TEMP_DIR while it runs).
+    #[arg(long, env = "TEMP_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub temp_sweep_interval: Duration,
+
     /// Longest a result waits for an unavailable sink (the replica paused meanwhile)
     /// before its job goes back to the queue; keep it under the broker's consumer
     /// timeout (30 minutes by default).
@@ -325,6 +330,7 @@ pub struct RunConfig {
     pub log_format: LogFormat,
     pub allow_local_storage: bool,
     pub sink_wait: Duration,
+    pub temp_sweep_interval: Duration,
 }
 
 /// Memory a replica may hold in job messages at once: PREFETCH × MAX_JOB_BYTES.
@@ -380,6 +386,9 @@ impl RunFlags {
         if self.statement_timeout.is_zero() {
             bail!("STATEMENT_TIMEOUT (--statement-timeout) must be positive");
         }
+        if self.temp_sweep_interval.is_zero() {
+            bail!("TEMP_SWEEP_INTERVAL (--temp-sweep-interval) must be positive");
+        }
         if self.sink_wait_max.is_zero() {
             bail!("SINK_WAIT_MAX (--sink-wait-max) must be positive");
         }
@@ -422,6 +431,7 @@ impl RunFlags {
             log_format: LogFormat::parse(&self.log_format)?,
             allow_local_storage: self.allow_local_storage,
             sink_wait: self.sink_wait_max,
+            temp_sweep_interval: self.temp_sweep_interval,
         })
     }
 }

@@ -13,6 +13,7 @@ mod replay_cmd;
 mod run_cmd;
 mod server;
 mod shutdown;
+mod tempdirs;
 mod validate_cmd;
 
 use std::process::ExitCode;

@@ -549,8 +549,12 @@ mod tests {
         assert_eq!(JobReport::Completed(done).outcome(), Outcome::Ack);
         let resume = Resume { done: BTreeSet::from(["a-1".to_string()]), progress: Progress::default() };
         assert_eq!(
-            JobReport::Transient { reason: "s3 503".into(), code: ErrorCode::Upstream, resume: resume.clone() }
-                .outcome(),
+            JobReport::Transient {
+                reason: "s3 503".into(),
+                code: ErrorCode::Upstream,
+                resume: resume.clone()
+            }
+            .outcome(),
             Outcome::Retry { reason: "s3 503".into(), code: ErrorCode::Upstream, resume: Some(resume) }
         );
         // A result no sink can store is final; a fault of this replica hands the job

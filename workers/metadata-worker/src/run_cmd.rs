@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 use crate::pause::Pause;
 use crate::pipeline::{JobReport, Pipeline};
+use crate::tempdirs::Lease;
 use crate::{logging, server, shutdown};
 use asset_probe::isolate::ProbePool;
 
@@ -38,7 +39,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let metrics = Arc::new(Metrics::new());
     let temp_dir = cfg.pipeline.storage.temp_dir.clone();
+    let lease = Lease::acquire(&temp_dir).with_context(|| format!("TEMP_DIR {}", temp_dir.display()))?;
     let storage = Storage::new(cfg.pipeline.storage.clone()).await.context("TEMP_DIR / storage setup")?;
+    let sweeper = tokio::spawn(sweep_dead_siblings(lease, cfg.temp_sweep_interval));
     let sinks = connect_sinks(&cfg, &stop).await?;
     let Some(sinks) = sinks else { return Ok(ExitCode::SUCCESS) };
     let mut consumer = tokio::select! {
@@ -138,8 +141,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(server) = server {
         let _ = server.await;
     }
+    sweeper.abort();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every `interval`, removes the downloads of dead replicas sharing the temp volume.
+async fn sweep_dead_siblings(lease: Lease, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        match lease.sweep_dead_siblings() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(files = n, "removed downloads left by dead replicas"),
+            Err(err) => tracing::warn!(error = %err, "sweeping the temp volume failed"),
+        }
+    }
 }
 
 /// Connects the sinks, retrying transient failures until `STARTUP_TIMEOUT` (databases

@@ -33,7 +33,7 @@ pub fn on_signal(token: CancellationToken, now: CancellationToken) -> io::Result
 }
 
 /// Removes every file below `dir` (the process's private temp directory), keeping the
-/// directory. Returns how many files it removed.
+/// directory and its lock file. Returns how many files it removed.
 pub fn empty_dir(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
@@ -44,6 +44,9 @@ pub fn empty_dir(dir: &Path) -> io::Result<usize> {
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
+        if entry.file_name() == crate::tempdirs::LOCK_FILE {
+            continue;
+        }
         if entry.file_type()?.is_dir() {
             removed += empty_dir(&path)?;
             std::fs::remove_dir(&path)?;

@@ -258,10 +258,15 @@ impl Scene {
     /// Starts a worker of this scene; `n` names its temp dir and log file, so a
     /// restarted worker `n` reuses the directory of the one it replaces.
     pub fn worker(&self, n: u32, extra_env: &[(&str, &str)]) -> Worker {
+        self.worker_using(worker_bin(), n, extra_env)
+    }
+
+    /// [`Scene::worker`] with another executable (benchmarks compare builds).
+    pub fn worker_using(&self, bin: &Path, n: u32, extra_env: &[(&str, &str)]) -> Worker {
         let temp_dir = self.dir.path().join(format!("worker-{n}-tmp"));
         let log = self.dir.path().join(format!("worker-{n}.log"));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut cmd = Command::new(worker_bin());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -400,11 +405,16 @@ impl Scene {
     /// Starts worker `n` with a metrics port and waits until `/readyz` answers 200
     /// (broker connected, topology declared, migrations applied). Returns the port too.
     pub async fn ready_worker(&self, n: u32, extra_env: &[(&str, &str)]) -> (Worker, u16) {
+        self.ready_worker_using(worker_bin(), n, extra_env).await
+    }
+
+    /// [`Scene::ready_worker`] with another executable.
+    pub async fn ready_worker_using(&self, bin: &Path, n: u32, extra_env: &[(&str, &str)]) -> (Worker, u16) {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut env: Vec<(&str, &str)> = vec![("METRICS_ADDR", &addr)];
         env.extend_from_slice(extra_env);
-        let mut worker = self.worker(n, &env);
+        let mut worker = self.worker_using(bin, n, &env);
         let start = Instant::now();
         loop {
             if let Some(status) = worker.child.try_wait().unwrap() {

@@ -252,7 +252,7 @@ pub struct RunFlags {
 
     /// Jobs the broker hands this replica before it acks (basic.qos); defaults to
     /// CONCURRENCY so no job waits in a replica while another one is idle, within the
-    /// memory held for messages (PREFETCH × MAX_JOB_BYTES ≤ 64 MiB).
+    /// memory held for messages (PREFETCH × MAX_JOB_BYTES ≤ 16 MiB).
     #[arg(long, env = "PREFETCH")]
     pub prefetch: Option<u16>,
 
@@ -333,8 +333,11 @@ pub struct RunConfig {
     pub temp_sweep_interval: Duration,
 }
 
-/// Memory a replica may hold in job messages at once: PREFETCH × MAX_JOB_BYTES.
-pub const MESSAGE_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// Memory a replica may hold in job messages at once: PREFETCH × MAX_JOB_BYTES. A job
+/// costs about twice its size while in flight (its body until parsed, then the parsed
+/// assets), so this keeps a replica under 100 MiB whatever the messages hold
+/// (`scripts/bench-memory.sh`).
+pub const MESSAGE_MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -486,7 +489,13 @@ mod tests {
     fn defaults_resolve_and_prefetch_follows_concurrency() {
         let c = resolve(&["--concurrency", "7", "--sinks", "postgres,jsonl"]).unwrap();
         assert_eq!(c.pipeline.concurrency, 7);
-        assert_eq!(c.queue.prefetch, 7);
+        // 4 jobs of MAX_JOB_BYTES (4 MiB) fill the 16 MiB held in messages.
+        assert_eq!(c.queue.prefetch, 4);
+        let small = resolve(&["--concurrency", "7", "--max-job-bytes", "1048576"]).unwrap();
+        assert_eq!(small.queue.prefetch, 7);
+        assert_eq!(small.queue.job_limits.max_bytes, 1_048_576);
+        let e = err(&["--prefetch", "8"]);
+        assert!(e.contains("PREFETCH") && e.contains("MAX_JOB_BYTES"), "{e}");
         assert_eq!(c.sinks, vec![SinkKind::Postgres, SinkKind::Jsonl]);
         assert_eq!(c.queue.topology, Topology::default());
         assert!(!c.allow_local_storage, "a broker job may not read the worker's disk by default");

@@ -12,7 +12,7 @@ use asset_schemas::{
 };
 use serde_json::{Value, json};
 
-const ERROR_CODES: [ErrorCode; 17] = ErrorCode::ALL;
+const ERROR_CODES: [ErrorCode; 19] = ErrorCode::ALL;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("queue-schemas sits in the repository root").into()

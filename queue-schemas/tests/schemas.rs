@@ -232,7 +232,7 @@ fn the_integration_schema_takes_every_field_the_types_write() {
     let full_s3 = json!({
         "provider": "s3_compatible", "id": "int-1", "org_id": "org-1", "region": "us-east-1",
         "endpoint": "https://minio.example.com:9000", "path_style": true, "buckets": ["b-1", "b.two"],
-        "access": {"type": "iam_user", "access_key_id": "minioadmin", "secret_ref": "file:/run/secrets/s3"}
+        "access": {"type": "iam_user", "access_key_id": "minioadmin", "secret_ref": "file:s3.key"}
     });
     let local = json!({"provider": "local", "id": "l", "org_id": "org-1", "root": "/srv/assets"});
     let aws = json!({

@@ -555,7 +555,9 @@ def body(a):
     storage = {"provider": "s3_compatible", "id": "int-bench-s3s", "org_id": "org-bench", "region": "us-east-1",
                "endpoint": endpoint, "path_style": True, "buckets": [BUCKET],
                "access": {"type": "iam_user", "access_key_id": S3_KEY, "secret_ref": "env:BENCH_S3_SECRET"}}
-    env = {"BENCH_S3_SECRET": S3_SECRET}
+    # The org's secret (ORG_SECRET_<ORG>__<NAME>) and the loopback servers admitted by
+    # the operator's allow-list, as an on-premises MinIO would be.
+    env = {"ORG_SECRET_ORG_BENCH__BENCH_S3_SECRET": S3_SECRET, "ALLOWED_ENDPOINTS": "127.0.0.1"}
     runs = []
     for reps in [int(x) for x in a.replicas.split(",") if x]:
         for mode in [m for m in a.modes.split(",") if m]:
@@ -580,7 +582,7 @@ def body(a):
                         "access": {"type": "iam_delegated", "role_arn": integ["role"],
                                    "external_id": integ["external_id"]}}
             denv = {"AWS_ACCESS_KEY_ID": integ["key"], "AWS_SECRET_ACCESS_KEY": integ["secret"],
-                    "AWS_ENDPOINT_URL": MOTO, "AWS_REGION": "us-east-1"}
+                    "AWS_ENDPOINT_URL": MOTO, "AWS_REGION": "us-east-1", "ALLOWED_ENDPOINTS": "127.0.0.1"}
             for reps in (1, 2):
                 name = f"sts-r{reps}"
                 files, by_id = write_jobs(os.path.join(a.work, "jobs", name), name, small, dstorage,

@@ -1,7 +1,9 @@
 //! The download path against a tiny scripted HTTP server on loopback, for the fault
 //! sequences real S3 servers do not produce on demand: 503 then 200, resets, a 403 that
 //! must not be retried, a chunked body above the size limit, a stalled body (timeout and
-//! task cancellation), redirects.
+//! task cancellation), redirects; error bodies full of text that must not reach results,
+//! objects replaced between ranged reads behind a server that ignores `If-Match`, and a
+//! temp dir that runs out of space.
 
 mod storage_support;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use asset_core::ErrorCode;
 use asset_storage::{ByteRange, SignedUrl, Storage, StorageConfig, StorageError};
-use storage_support::{config, files_in};
+use storage_support::{config_allowing, files_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,11 +32,19 @@ enum Reply {
     Stall,
     /// A redirect to another host.
     Redirect,
+    /// A status with an S3-style XML error body: this code, this message, then `pad`
+    /// bytes of more text (a huge body).
+    ErrorWithText { status: u16, code: &'static str, message: &'static str, pad: usize },
     /// Honours `bytes=A-B` with 206, `Content-Range` and this `ETag`; 412 when the
     /// request's `If-Match` names another version.
     Ranged { body: &'static [u8], etag: &'static str },
-    /// 200 with the whole body and its length, whatever the `Range`.
+    /// 200 with the whole body, its length and an ETag, whatever the `Range`.
     IgnoresRange(&'static [u8]),
+    /// As `Ranged`, but `If-Match` is ignored (as some servers do); 200 with the whole
+    /// body when the request has no `Range`.
+    RangedIgnoringIfMatch { body: &'static [u8], etag: &'static str },
+    /// As `Ranged`, without an `ETag` header.
+    RangedWithoutEtag(&'static [u8]),
     /// 206 for the first 10 bytes, whatever was asked.
     WrongRange(&'static [u8]),
     /// 416 with `Content-Range: bytes */0`, as for a range of an empty object.
@@ -44,7 +54,9 @@ enum Reply {
 struct Server {
     url: String,
     hits: Arc<AtomicUsize>,
+    /// The `Range` and the `If-Match` of each request, in order.
     ranges: Arc<Mutex<Vec<Option<String>>>>,
+    if_matches: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// Serves `script` in order, one reply per connection; the last reply repeats.
@@ -54,8 +66,9 @@ async fn serve(script: Vec<Reply>) -> Server {
         format!("http://{}/bucket/key?X-Amz-Signature=f00dfeedf00dfeed", listener.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
     let ranges = Arc::new(Mutex::new(Vec::new()));
+    let if_matches = Arc::new(Mutex::new(Vec::new()));
     let script = Arc::new(Mutex::new(VecDeque::from(script)));
-    let (h, r) = (hits.clone(), ranges.clone());
+    let (h, r, m) = (hits.clone(), ranges.clone(), if_matches.clone());
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
@@ -63,11 +76,11 @@ async fn serve(script: Vec<Reply>) -> Server {
                 let mut s = script.lock().unwrap();
                 if s.len() > 1 { s.pop_front().unwrap() } else { s.front().unwrap().clone() }
             };
-            let (h, r) = (h.clone(), r.clone());
-            tokio::spawn(async move { answer(stream, reply, h, r).await });
+            let (h, r, m) = (h.clone(), r.clone(), m.clone());
+            tokio::spawn(async move { answer(stream, reply, h, r, m).await });
         }
     });
-    Server { url, hits, ranges }
+    Server { url, hits, ranges, if_matches }
 }
 
 async fn answer(
@@ -75,6 +88,7 @@ async fn answer(
     reply: Reply,
     hits: Arc<AtomicUsize>,
     ranges: Arc<Mutex<Vec<Option<String>>>>,
+    if_matches: Arc<Mutex<Vec<Option<String>>>>,
 ) {
     let mut request = Vec::new();
     let mut buf = [0u8; 4096];
@@ -88,6 +102,8 @@ async fn answer(
     let request = String::from_utf8_lossy(&request).to_lowercase();
     let range = request.lines().find_map(|l| l.strip_prefix("range: ").map(str::to_owned));
     ranges.lock().unwrap().push(range.clone());
+    let if_match = request.lines().find_map(|l| l.strip_prefix("if-match: ").map(|v| v.trim().to_owned()));
+    if_matches.lock().unwrap().push(if_match);
     let _ = match reply {
         Reply::Error(status, code) => {
             let body = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>scripted</Message></Error>");
@@ -143,8 +159,49 @@ async fn answer(
             }
         }
         Reply::IgnoresRange(body) => {
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"whole\"\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             stream.write_all(head.as_bytes()).await.and(stream.write_all(body).await)
+        }
+        Reply::RangedIgnoringIfMatch { body, etag } => match range.as_deref() {
+            None => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await.and(stream.write_all(body).await)
+            }
+            Some(r) => {
+                let (a, b) = parse_range(r, body.len());
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: {etag}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    b - a + 1
+                );
+                stream.write_all(head.as_bytes()).await.and(stream.write_all(&body[a..=b]).await)
+            }
+        },
+        Reply::RangedWithoutEtag(body) => {
+            let (a, b) = parse_range(range.as_deref().unwrap(), body.len());
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len(),
+                b - a + 1
+            );
+            stream.write_all(head.as_bytes()).await.and(stream.write_all(&body[a..=b]).await)
+        }
+        Reply::ErrorWithText { status, code, message, pad } => {
+            let body = format!(
+                "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>{message}</Message><Resource>{}</Resource></Error>",
+                message.repeat(pad / message.len().max(1))
+            );
+            let head = format!(
+                "HTTP/1.1 {status} Scripted\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.and(stream.write_all(body.as_bytes()).await)
         }
         Reply::WrongRange(body) => {
             let head = format!(
@@ -186,7 +243,8 @@ struct Fixture {
 
 async fn fixture(tune: impl FnOnce(&mut StorageConfig)) -> Fixture {
     let temp = tempfile::tempdir().unwrap();
-    let mut cfg = config(temp.path());
+    // The scripted servers listen on loopback ports of their own.
+    let mut cfg = config_allowing(temp.path(), "127.0.0.1");
     tune(&mut cfg);
     let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
     Fixture { storage: Storage::with_aws_config(cfg, base).unwrap(), temp }
@@ -416,4 +474,175 @@ async fn an_empty_object_and_a_transient_fault_in_ranged_reads() {
     let err = small.storage.open_partial_signed(SignedUrl::new(&server.url, None), 10).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
     assert!(files_in(small.temp.path()).is_empty());
+}
+
+/// Issue 8: a storage server's error text was copied into results (truncated); only our
+/// own sentence and the server's error code may be there.
+#[tokio::test]
+async fn error_messages_keep_the_servers_code_never_its_text() {
+    const MARKER: &str = "MARKER-please-visit-evil.example-and-paste-your-token ";
+    let f = fixture(|_| {}).await;
+    for (status, code, want) in [
+        (403, "AccessDenied", ErrorCode::AccessDenied),
+        (404, "NoSuchKey", ErrorCode::NotFound),
+        (500, "InternalError", ErrorCode::Upstream),
+        (503, "SlowDown", ErrorCode::Throttled),
+        (400, "InvalidRequest", ErrorCode::Upstream),
+        // A "code" that is free text itself is dropped for the status.
+        (400, "Call 555-0100 now", ErrorCode::Upstream),
+    ] {
+        let server =
+            serve(vec![Reply::ErrorWithText { status, code, message: MARKER, pad: 4 * 1024 * 1024 }]).await;
+        let err = f.storage.download_signed(&SignedUrl::new(&server.url, None), None).await.unwrap_err();
+        assert_eq!(err.code(), want, "{status} {code}: {err}");
+        let text = format!("{err} | {err:?}");
+        assert!(!text.contains("MARKER") && !text.contains("evil.example"), "{text}");
+        assert!(text.len() < 300, "{} bytes: {text}", text.len());
+        let shown = if code.contains(' ') { format!("HTTP {status}") } else { code.to_owned() };
+        assert!(err.to_string().contains(&shown), "{err}");
+    }
+}
+
+/// The same through the SDK (`validate-storage`'s calls): its error text and debug
+/// output carry the server's message; the report keeps the code.
+#[tokio::test]
+async fn sdk_errors_keep_the_servers_code_never_its_text() {
+    const MARKER: &str = "MARKER-sdk-free-text ";
+    let f = fixture(|c| {
+        c.org_secrets = asset_storage::OrgSecrets::from_pairs([("ORG_SECRET_ORG_1__KEY", "secret-key")]);
+    })
+    .await;
+    let server = serve(vec![Reply::ErrorWithText {
+        status: 403,
+        code: "AccessDenied",
+        message: MARKER,
+        pad: 1024 * 1024,
+    }])
+    .await;
+    let endpoint = server.url.split("/bucket").next().unwrap().to_owned();
+    let integration: asset_core::Integration = serde_json::from_value(serde_json::json!({
+        "id": "int-1", "org_id": "org-1", "provider": "s3_compatible", "endpoint": endpoint,
+        "buckets": ["bucket"], "access": {"type": "iam_user", "access_key_id": "AKIAX", "secret_ref": "env:KEY"}
+    }))
+    .unwrap();
+    let opts = asset_storage::ValidateOptions { key: Some("key".into()), origin: None };
+    let report = f.storage.validate_access(&integration, &opts).await;
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains("MARKER"), "{text}");
+    let bucket = report.checks.iter().find(|c| c.name == asset_storage::CheckName::Bucket).unwrap();
+    assert_eq!(bucket.code.as_deref(), Some("access_denied"), "{text}");
+    assert!(bucket.message.contains("AccessDenied") && bucket.message.len() < 200, "{}", bucket.message);
+    assert!(server.hits.load(Ordering::SeqCst) >= 1);
+}
+
+/// Issue 8: an object replaced between ranged reads with the same size was stitched from
+/// two versions (`status ok`) because the server ignored `If-Match`.
+#[tokio::test]
+async fn an_object_replaced_between_ranged_reads_fails_over_to_one_full_read() {
+    let f = fixture(|_| {}).await;
+    let v1 = body(100_000);
+    let v2: &'static [u8] = Box::leak(v1.iter().map(|b| b ^ 0x55).collect::<Vec<_>>().into_boxed_slice());
+    let server = serve(vec![
+        Reply::RangedIgnoringIfMatch { body: v1, etag: "\"v1\"" },
+        Reply::RangedIgnoringIfMatch { body: v2, etag: "\"v2\"" },
+    ])
+    .await;
+    let url = SignedUrl::new(&server.url, None);
+    let (mut partial, first) = f.storage.open_partial_signed(url.clone(), 4096).await.unwrap();
+    assert_eq!((first, partial.total()), (0..4096, 100_000));
+    let err = partial.fetch(50_000..60_000).await.unwrap_err();
+    assert!(err.wants_full_download() && !err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("ETag"), "{err}");
+    // If-Match was sent; the server ignored it.
+    assert_eq!(server.if_matches.lock().unwrap().clone(), [None, Some("\"v1\"".to_owned())]);
+    drop(partial);
+    // The fallback: one request, one version, whole.
+    let full = f.storage.download_signed(&url, None).await.unwrap();
+    assert_eq!(std::fs::read(full.path()).unwrap(), v2);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 3);
+    drop(full);
+    assert!(files_in(f.temp.path()).is_empty());
+}
+
+#[tokio::test]
+async fn ranged_replies_without_an_etag_cannot_be_stitched() {
+    let f = fixture(|_| {}).await;
+    let data = body(100_000);
+    // None after the first reply had one.
+    let server =
+        serve(vec![Reply::Ranged { body: data, etag: "\"v1\"" }, Reply::RangedWithoutEtag(data)]).await;
+    let (mut partial, _) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 4096).await.unwrap();
+    let err = partial.fetch(50_000..60_000).await.unwrap_err();
+    assert!(err.wants_full_download(), "{err:?}");
+    assert!(err.to_string().contains("without an ETag"), "{err}");
+    drop(partial);
+    // None at all: a first read alone is fine, a second cannot be proven consistent.
+    let server = serve(vec![Reply::RangedWithoutEtag(data)]).await;
+    let (mut partial, first) =
+        f.storage.open_partial_signed(SignedUrl::new(&server.url, None), 4096).await.unwrap();
+    assert_eq!(first, 0..4096);
+    let err = partial.fetch(50_000..60_000).await.unwrap_err();
+    assert!(err.wants_full_download(), "{err:?}");
+    drop(partial);
+    assert!(files_in(f.temp.path()).is_empty());
+}
+
+/// A tmpfs of `size`, unmounted on drop; `None` (skipped, with a note) where this
+/// process may not mount (not root, or a sandbox that forbids it).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Issue 8: a full TEMP_DIR produced permanent `io` error rows; running out of local
+/// space is transient and must say so.
+#[tokio::test]
+async fn a_full_temp_dir_is_a_retryable_error_naming_enospc() {
+    let Some(tmpfs) = Tmpfs::mount("256k") else { return };
+    let work = tmpfs.dir.path().join("work");
+    let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
+    let storage = Storage::with_aws_config(config_allowing(&work, "127.0.0.1"), base).unwrap();
+    let check = |err: &StorageError| {
+        assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
+        assert!(err.is_local_exhaustion() && err.is_retryable(), "{err}");
+        assert_eq!(err.code(), ErrorCode::Io);
+        assert!(err.to_string().contains("no space left on device (os error 28)"), "{err}");
+    };
+
+    let server = serve(vec![Reply::Body(body(1024 * 1024))]).await;
+    let err = storage.download_signed(&SignedUrl::new(&server.url, None), None).await.unwrap_err();
+    check(&err);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "retried in place against the same full disk");
+    assert!(files_in(&work).is_empty(), "the partial file was left on the full disk");
+
+    // Ranged: the sparse file costs nothing, the first read fits, a large one does not.
+    let server = serve(vec![Reply::Ranged { body: body(1024 * 1024), etag: "\"e\"" }]).await;
+    let (mut partial, _) =
+        storage.open_partial_signed(SignedUrl::new(&server.url, None), 65_536).await.unwrap();
+    let err = partial.fetch(65_536..1024 * 1024).await.unwrap_err();
+    check(&err);
+    drop(partial);
+    assert!(files_in(&work).is_empty());
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use asset_core::{ErrorCode, Integration};
 use asset_storage::{CheckName, Storage, StorageError, ValidateOptions, ValidationReport};
-use storage_support::{Logs, S3s, config, files_in, query_param, require};
+use storage_support::{Logs, S3s, config, config_allowing, files_in, query_param, require};
 use tokio::sync::OnceCell;
 
 const ORIGIN: &str = "https://app.labeling.example";
@@ -182,7 +182,9 @@ async fn setup(endpoint: String) -> Moto {
 
 async fn storage(m: &Moto, temp: &std::path::Path) -> Storage {
     let base = storage_support::base_config(&m.endpoint, &m.base_key, &m.base_secret).await;
-    Storage::with_aws_config(config(temp), base).unwrap()
+    // moto is the operator's endpoint (admitted as such); the s3s-fs instances these
+    // tests start on loopback ports need the operator's allow-list.
+    Storage::with_aws_config(config_allowing(temp, "127.0.0.1"), base).unwrap()
 }
 
 fn delegated(

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use asset_core::{ErrorCode, Integration};
 use asset_storage::{ByteRange, SignedUrl, Storage, StorageError};
-use storage_support::{Logs, S3s, config, files_in, query_param};
+use storage_support::{Logs, S3s, authority, config, config_allowing, files_in, query_param};
 
 const ACCESS_KEY: &str = "AKIAS3SFSTESTKEY0001";
 const SECRET_KEY: &str = "s3sFsTestSecretKey/abcdefghijklmnopqrstu";
@@ -34,9 +34,12 @@ async fn world_with(tune: impl FnOnce(&mut asset_storage::StorageConfig)) -> Opt
     s3s.put("acme-assets", "my photos/été 猫+1.jpg", b"unicode key");
     s3s.put("other-bucket", "img/cat.jpg", b"foreign");
     let secrets = tempfile::tempdir().unwrap();
-    std::fs::write(secrets.path().join("acme.key"), format!("{SECRET_KEY}\n")).unwrap();
+    // file:NAME reads SECRETS_DIR/<org_id>/NAME.
+    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
+    std::fs::write(secrets.path().join("org-1/acme.key"), format!("{SECRET_KEY}\n")).unwrap();
     let temp = tempfile::tempdir().unwrap();
-    let mut cfg = config(&temp.path().join("work"));
+    // s3s-fs listens on loopback: the operator's allow-list names it, port included.
+    let mut cfg = config_allowing(&temp.path().join("work"), authority(&s3s.endpoint));
     cfg.secrets_dir = Some(secrets.path().to_path_buf());
     tune(&mut cfg);
     // No AWS call goes to the base identity for IAM-user integrations.
@@ -156,7 +159,8 @@ async fn expired_presigned_urls_are_refused_by_the_server() {
 #[tokio::test]
 async fn a_wrong_secret_is_access_denied() {
     let Some(w) = world().await else { return };
-    std::fs::write(w.secrets.path().join("acme.key"), "s3sFsTestSecretKey/abcdefghijklmnopqrstX").unwrap();
+    std::fs::write(w.secrets.path().join("org-1/acme.key"), "s3sFsTestSecretKey/abcdefghijklmnopqrstX")
+        .unwrap();
     let err = w.storage.fetch(&w.integration, "s3://acme-assets/img/cat.jpg").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
 }

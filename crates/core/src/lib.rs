@@ -66,6 +66,11 @@ pub enum ErrorCode {
     AccessDenied,
     NotFound,
     UrlNotInStorage,
+    /// The storage endpoint resolves to an address the egress policy refuses (loopback,
+    /// link-local, private…) and no operator allow-list admits it.
+    EndpointNotAllowed,
+    /// `secret_ref` breaks the rule binding secrets to the integration's organisation.
+    SecretRefNotAllowed,
     InvalidIntegration,
     Credentials,
     Throttled,
@@ -79,7 +84,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for schemas and docs that must list them all.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::UnsupportedFormat,
         ErrorCode::CorruptFile,
         ErrorCode::Truncated,
@@ -90,6 +95,8 @@ impl ErrorCode {
         ErrorCode::AccessDenied,
         ErrorCode::NotFound,
         ErrorCode::UrlNotInStorage,
+        ErrorCode::EndpointNotAllowed,
+        ErrorCode::SecretRefNotAllowed,
         ErrorCode::InvalidIntegration,
         ErrorCode::Credentials,
         ErrorCode::Throttled,
@@ -112,6 +119,8 @@ impl ErrorCode {
             ErrorCode::AccessDenied => "access_denied",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UrlNotInStorage => "url_not_in_storage",
+            ErrorCode::EndpointNotAllowed => "endpoint_not_allowed",
+            ErrorCode::SecretRefNotAllowed => "secret_ref_not_allowed",
             ErrorCode::InvalidIntegration => "invalid_integration",
             ErrorCode::Credentials => "credentials",
             ErrorCode::Throttled => "throttled",

@@ -10,10 +10,10 @@ use serde::Serialize;
 use crate::Storage;
 use crate::credentials::{Purpose, base_identity, classify_sdk_error};
 use crate::error::StorageError;
-use crate::location::{ByteRange, ObjectLocation};
+use crate::location::{ByteRange, ObjectLocation, check_key_segments};
 use crate::retry::with_retry;
 use crate::source::{LocalSource, ObjectSource, S3Source};
-use crate::validate::{is_known_aws_region, validate_integration};
+use crate::validate::is_known_aws_region;
 
 /// What `validate-storage` checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,7 +72,7 @@ impl Storage {
         opts: &ValidateOptions,
     ) -> ValidationReport {
         let mut checks = Vec::new();
-        match validate_integration(integration) {
+        match self.admit(integration) {
             Err(e) => checks.push(failed(CheckName::Credentials, &e)),
             Ok(()) => match integration {
                 Integration::Aws(s) => self.validate_s3(s, true, opts, &mut checks).await,
@@ -177,6 +177,11 @@ impl Storage {
                     "not_found",
                     format!("bucket {bucket}: no object to read (empty bucket?); pass --key"),
                 )),
+                // A key from the listing is the server's: it stays in the bucket too.
+                Some(key) if check_key_segments(&key).is_err() => {
+                    let e = check_key_segments(&key).unwrap_err();
+                    checks.push(fail(CheckName::Read, e.code().as_str(), format!("bucket {bucket}: {e}")));
+                }
                 Some(key) => {
                     let read = with_retry(retry, "get_object", |_| async {
                         match client.get_object().bucket(bucket).key(&key).range("bytes=0-0").send().await {

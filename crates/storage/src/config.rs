@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::egress::AllowedEndpoints;
+use crate::secret::OrgSecrets;
+
 /// What the storage layer needs to know, resolved by the binary from flags and env.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -16,9 +19,15 @@ pub struct StorageConfig {
     /// Longest wait for the next bytes of a response.
     pub read_timeout: Duration,
     pub retry: RetryConfig,
-    /// `secret_ref = "file:PATH"` must name a file below this directory. `None` refuses
+    /// `secret_ref = "file:NAME"` reads `<secrets_dir>/<org_id>/NAME`. `None` refuses
     /// every `file:` reference.
     pub secrets_dir: Option<PathBuf>,
+    /// What `secret_ref = "env:NAME"` resolves in: `ORG_SECRET_<ORG>__<NAME>` only. The
+    /// binary fills it with [`OrgSecrets::from_env`]; empty refuses every `env:` reference.
+    pub org_secrets: OrgSecrets,
+    /// The operator's `ALLOWED_ENDPOINTS`: private or loopback storage a job may name
+    /// (everything else non-public is refused, see [`crate::egress`]).
+    pub allowed_endpoints: AllowedEndpoints,
     /// Credentials are refreshed this long before they expire.
     pub refresh_margin: Duration,
 }
@@ -33,6 +42,8 @@ impl Default for StorageConfig {
             read_timeout: Duration::from_secs(30),
             retry: RetryConfig::default(),
             secrets_dir: None,
+            org_secrets: OrgSecrets::default(),
+            allowed_endpoints: AllowedEndpoints::default(),
             refresh_margin: Duration::from_secs(120),
         }
     }

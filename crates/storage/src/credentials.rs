@@ -15,13 +15,15 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::config::StorageConfig;
-use crate::download::error_fields;
-use crate::error::StorageError;
+use crate::download::error_code;
+use crate::egress::refusal_in;
+use crate::error::{StorageError, service_code};
 use crate::retry::with_retry;
 use crate::secret::{Secret, SessionCredentials};
-use crate::validate::{SecretRef, parse_secret_ref};
+use crate::validate::{FILE_RULE, SecretRef, parse_secret_ref};
 
 /// The shortest session STS grants.
 const SESSION_SECONDS: i32 = 900;
@@ -52,6 +54,7 @@ impl CredentialCache {
     pub(crate) async fn get(
         &self,
         base: &SdkConfig,
+        http: &SharedHttpClient,
         config: &StorageConfig,
         s: &S3Integration,
         aws: bool,
@@ -59,7 +62,7 @@ impl CredentialCache {
     ) -> Result<SessionCredentials, StorageError> {
         let (role_arn, external_id) = match &s.access {
             Access::IamUser { access_key_id, secret_ref } => {
-                let secret = resolve_secret(secret_ref, config.secrets_dir.as_deref(), aws)?;
+                let secret = resolve_secret(secret_ref, &s.org_id, config, aws)?;
                 return Ok(SessionCredentials {
                     access_key_id: Secret::new(access_key_id.clone()),
                     secret_access_key: secret,
@@ -81,16 +84,18 @@ impl CredentialCache {
             }
         }
         let creds = with_retry(&config.retry, "assume_role", |_| {
-            self.assume_role(base, config, s, role_arn, external_id, purpose)
+            self.assume_role(base, http, config, s, role_arn, external_id, purpose)
         })
         .await?;
         *cached = Some(creds.clone());
         Ok(creds)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn assume_role(
         &self,
         base: &SdkConfig,
+        http: &SharedHttpClient,
         config: &StorageConfig,
         s: &S3Integration,
         role_arn: &str,
@@ -105,6 +110,9 @@ impl CredentialCache {
                 ))
                 .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
                 .timeout_config(timeouts(config))
+                // STS is the operator's endpoint, but every request of ours passes the
+                // egress policy all the same.
+                .http_client(http.clone())
                 .build(),
         );
         let session_name = role_session_name(&s.org_id, &s.id);
@@ -139,9 +147,13 @@ pub(crate) async fn base_identity(base: &SdkConfig) -> Result<(), StorageError> 
         what: "no base AWS credentials provider is configured".into(),
         source: None,
     })?;
-    provider.provide_credentials().await.map(|_| ()).map_err(|e| StorageError::Credentials {
-        what: format!("the worker's base AWS identity: {}", DisplayErrorContext(&e)),
-        source: None,
+    provider.provide_credentials().await.map(|_| ()).map_err(|e| {
+        // The chain's own text is for the operator's log, not for results.
+        tracing::warn!(error = %DisplayErrorContext(&e), "the worker's base AWS identity yields no credentials");
+        StorageError::Credentials {
+            what: "the worker's base AWS identity yields no credentials (see the worker's log)".into(),
+            source: None,
+        }
     })
 }
 
@@ -193,41 +205,29 @@ pub(crate) fn session_policy(role_arn: &str, buckets: &[String], purpose: Purpos
     .to_string()
 }
 
-/// Reads the secret an IAM-user integration points at.
-pub(crate) fn resolve_secret(r: &str, secrets_dir: Option<&Path>, aws: bool) -> Result<Secret, StorageError> {
-    let value = match parse_secret_ref(r)? {
-        SecretRef::Env(name) => std::env::var(name).map_err(|e| StorageError::Credentials {
-            what: format!("secret_ref env:{name}: the variable is not set or not UTF-8"),
-            source: Some(Box::new(e)),
-        })?,
-        SecretRef::File(path) => {
-            let dir = secrets_dir.ok_or_else(|| StorageError::Credentials {
-                what: "secret_ref file:… needs a configured secrets directory".into(),
-                source: None,
-            })?;
-            let dir = dir.canonicalize().map_err(|e| StorageError::Credentials {
-                what: format!("secrets directory {}", dir.display()),
-                source: Some(Box::new(e)),
-            })?;
-            let full = dir.join(path).canonicalize().map_err(|e| StorageError::Credentials {
-                what: format!("secret_ref file:{}", path.display()),
-                source: Some(Box::new(e)),
-            })?;
-            if !full.starts_with(&dir) {
-                return Err(StorageError::invalid(
-                    "access.secret_ref",
-                    "file:PATH must be inside the secrets directory",
-                ));
+/// Reads the secret an IAM-user integration points at, inside its organisation's
+/// namespace only (the rule is in [`crate::validate`]): `env:NAME` reads
+/// `ORG_SECRET_<ORG>__<NAME>`, `file:NAME` reads `SECRETS_DIR/<org_id>/NAME` and nothing a
+/// symlink there points at outside that directory. A reference that names no secret of
+/// the organisation is `secret_ref_not_allowed`; a secrets directory the worker cannot
+/// read is `credentials` (the operator's to fix).
+pub(crate) fn resolve_secret(
+    r: &str,
+    org_id: &str,
+    config: &StorageConfig,
+    aws: bool,
+) -> Result<Secret, StorageError> {
+    let value = match parse_secret_ref(r, org_id)? {
+        SecretRef::Env { var } => match config.org_secrets.get(&var) {
+            Some(v) => v.expose().to_owned(),
+            None => {
+                return Err(StorageError::secret_ref(format!(
+                    "{r} names no secret of organisation {org_id}: {var} is not set (env:NAME reads \
+                     ORG_SECRET_<ORG>__<NAME> only, never another variable of the worker)"
+                )));
             }
-            let meta = std::fs::metadata(&full).map_err(|e| StorageError::io("reading a secret file", e))?;
-            if meta.len() > 4096 {
-                return Err(StorageError::invalid(
-                    "access.secret_ref",
-                    "the secret file is larger than 4 KiB",
-                ));
-            }
-            std::fs::read_to_string(&full).map_err(|e| StorageError::io("reading a secret file", e))?
-        }
+        },
+        SecretRef::File { name } => read_org_file(r, org_id, name, config.secrets_dir.as_deref())?,
     };
     let value = value.trim();
     if value.is_empty() {
@@ -242,45 +242,109 @@ pub(crate) fn resolve_secret(r: &str, secrets_dir: Option<&Path>, aws: bool) -> 
     Ok(Secret::new(value))
 }
 
-/// Turns an AWS SDK error into our classification. The SDK's messages carry the
-/// service's code and message, never credentials.
+fn read_org_file(
+    r: &str,
+    org_id: &str,
+    name: &Path,
+    secrets_dir: Option<&Path>,
+) -> Result<String, StorageError> {
+    let unreadable =
+        |what: String, e: std::io::Error| StorageError::Credentials { what, source: Some(Box::new(e)) };
+    let dir = secrets_dir.ok_or_else(|| StorageError::Credentials {
+        what: "secret_ref file:NAME needs a secrets directory (SECRETS_DIR)".into(),
+        source: None,
+    })?;
+    let dir =
+        dir.canonicalize().map_err(|e| unreadable(format!("secrets directory {}", dir.display()), e))?;
+    let not_found = || {
+        StorageError::secret_ref(format!(
+            "{r} names no secret of organisation {org_id}: SECRETS_DIR/{org_id}/{} does not exist ({FILE_RULE})",
+            name.display()
+        ))
+    };
+    let org_dir = match dir.join(org_id).canonicalize() {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(unreadable(format!("SECRETS_DIR/{org_id}"), e)),
+    };
+    // Checked after symlinks are resolved: the organisation's directory, and the file
+    // in it, must not lead elsewhere (another organisation's secrets, /proc/self/environ).
+    // A symlinked organisation directory may lead elsewhere inside the secrets
+    // directory (Kubernetes secret volumes do: `org -> ..data/org`), but not to a
+    // directory of another name, another organisation's.
+    if !org_dir.starts_with(&dir) || org_dir.file_name() != Some(std::ffi::OsStr::new(org_id)) {
+        return Err(StorageError::secret_ref(format!(
+            "SECRETS_DIR/{org_id} leads outside the secrets directory ({FILE_RULE})"
+        )));
+    }
+    let full = match org_dir.join(name).canonicalize() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(unreadable(format!("SECRETS_DIR/{org_id}/{}", name.display()), e)),
+    };
+    if !full.starts_with(&org_dir) {
+        return Err(StorageError::secret_ref(format!(
+            "{r} leads outside SECRETS_DIR/{org_id} through a symlink ({FILE_RULE})"
+        )));
+    }
+    let meta = std::fs::metadata(&full).map_err(|e| StorageError::io("reading a secret file", e))?;
+    if !meta.is_file() {
+        return Err(not_found());
+    }
+    if meta.len() > 4096 {
+        return Err(StorageError::invalid("access.secret_ref", "the secret file is larger than 4 KiB"));
+    }
+    std::fs::read_to_string(&full).map_err(|e| StorageError::io("reading a secret file", e))
+}
+
+/// Turns an AWS SDK error into our classification. Only the service's error code
+/// (sanitised) is kept: its message, the SDK's error text and its debug output carry a
+/// server's free text and stay out of our messages.
 pub(crate) fn classify_sdk_error<E>(service: &'static str, err: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    // The egress policy refused the connection, in our connector or our resolver.
+    if let Some(refused) = refusal_in(&err) {
+        return refused.clone().into();
+    }
     let status = err.raw_response().map(|r| r.status().as_u16());
     // Some servers (moto) wrap errors in an extra `<Errors>` element the SDK's parser
-    // does not look into; read the code and message from the body then.
-    let fallback = err
-        .raw_response()
-        .and_then(|r| r.body().bytes())
-        .map(|b| error_fields(&String::from_utf8_lossy(b)))
-        .unwrap_or_default();
-    let code = err.code().map(str::to_owned).or(fallback.0).unwrap_or_default();
-    let message = DisplayErrorContext(&err).to_string();
+    // does not look into; read the code from the body then.
+    let code = err.code().and_then(service_code).or_else(|| {
+        err.raw_response()
+            .and_then(|r| r.body().bytes())
+            .and_then(|b| error_code(&String::from_utf8_lossy(b)))
+    });
     match &err {
-        SdkError::TimeoutError(_) => {
-            return StorageError::Timeout { during: service, source: Some(Box::new(err)) };
-        }
+        SdkError::TimeoutError(_) => return StorageError::Timeout { during: service, source: None },
         SdkError::DispatchFailure(d) if d.is_timeout() => {
-            return StorageError::Timeout { during: service, source: Some(Box::new(err)) };
+            return StorageError::Timeout { during: service, source: None };
         }
         SdkError::DispatchFailure(d) => {
-            let retryable = d.is_io();
-            return StorageError::Upstream { service, message, retryable, source: None };
+            return StorageError::Upstream {
+                service,
+                message: "the request could not be sent (connection failed)".into(),
+                retryable: d.is_io(),
+                source: None,
+            };
         }
         SdkError::ConstructionFailure(_) => {
-            return StorageError::Credentials { what: format!("{service} request: {message}"), source: None };
+            return StorageError::Credentials {
+                what: format!("the {service} request could not be built (no usable credentials or endpoint)"),
+                source: None,
+            };
         }
         _ => {}
     }
-    let service_message = err.message().map(str::to_owned).or(fallback.1).unwrap_or_default();
-    match (code.as_str(), status) {
+    let shown =
+        code.clone().unwrap_or_else(|| status.map_or_else(|| "no status".into(), |s| format!("HTTP {s}")));
+    match (code.as_deref().unwrap_or_default(), status) {
         ("InvalidClientTokenId" | "SignatureDoesNotMatch" | "IncompleteSignature" | "ExpiredToken", _)
             if service == "sts" =>
         {
             StorageError::Credentials {
-                what: format!("the worker's base identity was refused by STS: {code}"),
+                what: format!("the worker's base identity was refused by STS ({shown})"),
                 source: None,
             }
         }
@@ -292,22 +356,28 @@ where
             | "TooManyRequestsException",
             _,
         )
-        | (_, Some(429 | 503)) => StorageError::Throttled { service, message },
+        | (_, Some(429 | 503)) => StorageError::Throttled { service, service_code: shown },
         ("NoSuchKey" | "NoSuchBucket" | "NotFound" | "NoSuchEntity", _) | (_, Some(404)) => {
-            StorageError::NotFound {
-                what: format!("{service}: {}", if code.is_empty() { "404" } else { &code }),
-            }
+            StorageError::NotFound { what: format!("{service}: {shown}") }
         }
         ("AccessDenied" | "AccessDeniedException" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _)
         | (_, Some(403)) => StorageError::AccessDenied {
             service,
-            service_code: if code.is_empty() { "403".into() } else { code },
-            message: service_message,
+            service_code: shown,
+            reason: "the provider refused the request",
         },
-        (_, Some(s)) if s >= 500 => {
-            StorageError::Upstream { service, message, retryable: true, source: None }
-        }
-        _ => StorageError::Upstream { service, message, retryable: false, source: None },
+        (_, Some(s)) if s >= 500 => StorageError::Upstream {
+            service,
+            message: format!("the service answered HTTP {s} ({shown})"),
+            retryable: true,
+            source: None,
+        },
+        _ => StorageError::Upstream {
+            service,
+            message: format!("an unexpected reply ({shown})"),
+            retryable: false,
+            source: None,
+        },
     }
 }
 
@@ -361,30 +431,104 @@ mod tests {
         assert_eq!(presign_ttl(Duration::from_secs(300), Some(exp), now), Duration::from_secs(200));
     }
 
+    const KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn cfg(dir: Option<&Path>) -> StorageConfig {
+        StorageConfig {
+            secrets_dir: dir.map(Path::to_path_buf),
+            org_secrets: crate::OrgSecrets::from_pairs([
+                ("ORG_SECRET_ORG_1__S3_KEY", KEY),
+                ("ORG_SECRET_ORG_2__S3_KEY", "other-orgs-secret-value-000000000000000"),
+                ("ORG_SECRET_3F2A9C1E_7B4D_4E8A_9F00_1234567890AB__K", KEY),
+            ]),
+            ..StorageConfig::default()
+        }
+    }
+
+    fn code(r: Result<Secret, StorageError>) -> &'static str {
+        r.map(|_| "ok").unwrap_or_else(|e| e.code().as_str())
+    }
+
     #[test]
-    fn secrets_from_env_and_files_under_the_secrets_dir() {
+    fn env_secrets_resolve_in_the_orgs_namespace_only() {
+        let c = cfg(None);
+        assert_eq!(resolve_secret("env:S3_KEY", "org-1", &c, true).unwrap().expose(), KEY);
+        let uuid = "3f2a9c1e-7b4d-4e8a-9f00-1234567890ab";
+        assert_eq!(resolve_secret("env:K", uuid, &c, true).unwrap().expose(), KEY);
+        // The worker's own variables, another organisation's secret, a missing one.
+        for (r, org) in [
+            ("env:AWS_SECRET_ACCESS_KEY", "org-1"),
+            ("env:DATABASE_URL", "org-1"),
+            ("env:PATH", "org-1"),
+            ("env:S3_KEY", "org-3"),
+            ("env:ORG_SECRET_ORG_2__S3_KEY", "org-1"),
+            ("env:ORG_2__S3_KEY", "org"),
+        ] {
+            let err = resolve_secret(r, org, &c, true).unwrap_err();
+            assert_eq!(err.code().as_str(), "secret_ref_not_allowed", "{r} for {org}: {err}");
+            assert!(err.to_string().contains("ORG_SECRET_<ORG>__<NAME>"), "the rule is stated: {err}");
+        }
+        // Org ids and names outside the injective rule are refused before any lookup.
+        for (r, org) in [
+            ("env:S3_KEY", "Org-1"),
+            ("env:S3_KEY", "org_1"),
+            ("env:S3_KEY", "org--1"),
+            ("env:S3_KEY", "-org"),
+            ("env:s3_key", "org-1"),
+            ("env:S3__KEY", "org-1"),
+            ("env:_S3", "org-1"),
+            ("env:", "org-1"),
+        ] {
+            assert_eq!(code(resolve_secret(r, org, &c, true)), "secret_ref_not_allowed", "{r} for {org}");
+        }
+    }
+
+    #[test]
+    fn file_secrets_resolve_below_the_orgs_directory_only() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("k"), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n").unwrap();
-        std::fs::write(outside.path().join("k"), "x").unwrap();
-        let s = resolve_secret("file:k", Some(dir.path()), true).unwrap();
-        assert_eq!(s.expose(), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
-        let abs = format!("file:{}", outside.path().join("k").display());
-        assert_eq!(
-            resolve_secret(&abs, Some(dir.path()), false).unwrap_err().code().as_str(),
-            "invalid_integration"
-        );
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink(outside.path().join("k"), dir.path().join("link")).unwrap();
-            let err = resolve_secret("file:link", Some(dir.path()), false).unwrap_err();
-            assert_eq!(err.code().as_str(), "invalid_integration");
+        for org in ["org-1", "org-2"] {
+            std::fs::create_dir_all(dir.path().join(org).join("sub")).unwrap();
         }
-        assert_eq!(resolve_secret("file:k", None, true).unwrap_err().code().as_str(), "credentials");
-        let err = resolve_secret("env:ASSET_STORAGE_TEST_SURELY_UNSET", None, true).unwrap_err();
-        assert_eq!(err.code().as_str(), "credentials");
-        std::fs::write(dir.path().join("short"), "abc").unwrap();
-        let err = resolve_secret("file:short", Some(dir.path()), true).unwrap_err();
+        std::fs::write(dir.path().join("org-1/k"), format!("{KEY}\n")).unwrap();
+        std::fs::write(dir.path().join("org-1/sub/k"), KEY).unwrap();
+        std::fs::write(dir.path().join("org-2/theirs"), KEY).unwrap();
+        std::fs::write(dir.path().join("top-level"), KEY).unwrap();
+        std::fs::write(outside.path().join("k"), KEY).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("k"), dir.path().join("org-1/escape")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("org-2/theirs"), dir.path().join("org-1/sideways"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("org-1/k"), dir.path().join("org-1/inside")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("org-2"), dir.path().join("org-4")).unwrap();
+        let c = cfg(Some(dir.path()));
+
+        assert_eq!(resolve_secret("file:k", "org-1", &c, true).unwrap().expose(), KEY);
+        assert_eq!(resolve_secret("file:sub/k", "org-1", &c, true).unwrap().expose(), KEY);
+        assert_eq!(resolve_secret("file:inside", "org-1", &c, true).unwrap().expose(), KEY);
+        let abs = format!("file:{}", outside.path().join("k").display());
+        for (r, org) in [
+            ("file:theirs", "org-1"),
+            ("file:../org-2/theirs", "org-1"),
+            ("file:sub/../../org-2/theirs", "org-1"),
+            ("file:./k", "org-1"),
+            ("file:../top-level", "org-1"),
+            ("file:escape", "org-1"),
+            ("file:sideways", "org-1"),
+            ("file:theirs", "org-4"),
+            ("file:k", "org-3"),
+            ("file:k", ".."),
+            ("file:k", "org-1/../org-2"),
+            ("file:k", ""),
+            ("file:", "org-1"),
+            (abs.as_str(), "org-1"),
+        ] {
+            let err = resolve_secret(r, org, &c, false).unwrap_err();
+            assert_eq!(err.code().as_str(), "secret_ref_not_allowed", "{r} for {org}: {err}");
+        }
+        // No secrets directory configured: the operator's to fix.
+        assert_eq!(code(resolve_secret("file:k", "org-1", &cfg(None), true)), "credentials");
+        std::fs::write(dir.path().join("org-1/short"), "abc").unwrap();
+        let err = resolve_secret("file:short", "org-1", &c, true).unwrap_err();
         assert!(!err.to_string().contains("abc"), "{err}");
         assert!(err.to_string().contains("40"), "{err}");
     }

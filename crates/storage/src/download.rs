@@ -1,18 +1,22 @@
 //! Downloads through a signed URL, streamed to a private temp file chunk by chunk (never
 //! the whole body in memory), bounded by the size limit, retried on transient faults.
-//! Redirects are not followed: a signed URL that redirects elsewhere is refused.
+//! Redirects are not followed: a signed URL that redirects elsewhere is refused. Every
+//! request passes the egress policy first, and the client resolves names through it
+//! (see [`crate::egress`]); no proxy is used.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::RetryConfig;
-use crate::error::StorageError;
+use crate::egress::{EgressPolicy, EgressResolver, refusal_in};
+use crate::error::{StorageError, service_code};
 use crate::location::ByteRange;
 use crate::partial::Reply;
 use crate::retry::with_retry;
@@ -24,14 +28,23 @@ const SERVICE: &str = "storage";
 pub(crate) struct Downloader {
     client: reqwest::Client,
     retry: RetryConfig,
+    egress: Arc<EgressPolicy>,
 }
 
 impl Downloader {
-    pub(crate) fn new(connect: Duration, read: Duration, retry: RetryConfig) -> Result<Self, StorageError> {
+    pub(crate) fn new(
+        connect: Duration,
+        read: Duration,
+        retry: RetryConfig,
+        egress: Arc<EgressPolicy>,
+    ) -> Result<Self, StorageError> {
         let client = reqwest::Client::builder()
             .connect_timeout(connect)
             .read_timeout(read)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve and connect where the policy cannot look.
+            .no_proxy()
+            .dns_resolver(Arc::new(EgressResolver { policy: egress.clone() }))
             .build()
             .map_err(|e| StorageError::Upstream {
                 service: SERVICE,
@@ -39,7 +52,7 @@ impl Downloader {
                 retryable: false,
                 source: Some(Box::new(e.without_url())),
             })?;
-        Ok(Downloader { client, retry })
+        Ok(Downloader { client, retry, egress })
     }
 
     pub(crate) async fn download(
@@ -65,6 +78,7 @@ impl Downloader {
         received: &AtomicU64,
         attempt: u32,
     ) -> Result<TempAsset, StorageError> {
+        self.egress.check_str(url.expose())?;
         let mut req = self.client.get(url.expose());
         if let Some(r) = range {
             let value = r.header_value().ok_or_else(|| StorageError::Upstream {
@@ -80,7 +94,7 @@ impl Downloader {
         tracing::debug!(status = status.as_u16(), attempt, "download response");
         if !matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
             let body = error_body(&mut resp).await;
-            return Err(status_error(status, &body));
+            return Err(status_error(status, &body, expired(url)));
         }
         // A server that ignores Range answers 200 with the whole object: a prefix can
         // still be cut from it, anything else cannot.
@@ -161,6 +175,7 @@ impl Downloader {
     ) -> Result<Reply, StorageError> {
         use std::os::unix::fs::FileExt;
 
+        self.egress.check_str(url.expose())?;
         let mut req =
             self.client.get(url.expose()).header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
         if let Some(etag) = etag {
@@ -219,7 +234,7 @@ impl Downloader {
             }
             _ => {
                 let body = error_body(&mut resp).await;
-                return Err(status_error(status, &body));
+                return Err(status_error(status, &body, expired(url)));
             }
         };
         if total > max_bytes {
@@ -274,6 +289,10 @@ fn parse_unsatisfied_range(v: &str) -> Option<u64> {
 /// reqwest errors name the URL they failed on; a signed URL must not reach a message.
 fn from_reqwest(e: reqwest::Error, during: &'static str) -> StorageError {
     let e = e.without_url();
+    // The resolver refused every address the name resolves to.
+    if let Some(refused) = refusal_in(&e) {
+        return refused.clone().into();
+    }
     if e.is_timeout() {
         return StorageError::Timeout { during, source: Some(Box::new(e)) };
     }
@@ -281,7 +300,7 @@ fn from_reqwest(e: reqwest::Error, during: &'static str) -> StorageError {
     StorageError::Upstream { service: SERVICE, message: during.into(), retryable, source: Some(Box::new(e)) }
 }
 
-/// The start of an error response, enough for S3's `<Code>` and `<Message>`.
+/// The start of an error response, enough for S3's `<Code>`; the rest is not read.
 async fn error_body(resp: &mut reqwest::Response) -> String {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
@@ -299,35 +318,42 @@ fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
-/// `Code` and a short, scrubbed `Message` of an S3/STS XML error body. Such bodies may
-/// echo the canonical request (signature, credential, token) in other elements; those
-/// are never kept.
-pub(crate) fn error_fields(body: &str) -> (Option<String>, Option<String>) {
-    let code =
-        xml_element(body, "Code").filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()));
-    let message = xml_element(body, "Message")
-        .filter(|m| !m.contains("X-Amz-") && !m.contains("Signature=") && !m.contains("Credential="))
-        .map(|m| m.chars().take(200).collect::<String>());
-    (code.map(str::to_owned), message)
+/// The `Code` of an S3/STS XML error body, when it looks like a code. The rest of such
+/// a body (`Message`, and elements that may echo the canonical request with its
+/// signature, credential and token) is the server's free text and is never kept.
+pub(crate) fn error_code(body: &str) -> Option<String> {
+    xml_element(body, "Code").and_then(service_code)
 }
 
-pub(crate) fn status_error(status: StatusCode, body: &str) -> StorageError {
-    let (code, message) = error_fields(body);
-    let code = code.unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-    let message = message.unwrap_or_default();
+/// Whether a signed URL had expired when its reply came: our own reading of a 403, so
+/// that the message can say so without quoting the server.
+fn expired(url: &SignedUrl) -> bool {
+    url.expires_at().is_some_and(|at| at <= SystemTime::now())
+}
+
+pub(crate) fn status_error(status: StatusCode, body: &str, expired: bool) -> StorageError {
+    let code = error_code(body).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     match status.as_u16() {
-        403 | 401 => StorageError::AccessDenied { service: SERVICE, service_code: code, message },
+        403 | 401 => StorageError::AccessDenied {
+            service: SERVICE,
+            service_code: code,
+            reason: if expired {
+                "the signed URL had expired when it was used"
+            } else {
+                "the storage refused the signed request"
+            },
+        },
         404 => StorageError::NotFound { what: code },
-        429 | 503 => StorageError::Throttled { service: SERVICE, message: format!("{code}: {message}") },
+        429 | 503 => StorageError::Throttled { service: SERVICE, service_code: code },
         s if s >= 500 => StorageError::Upstream {
             service: SERVICE,
-            message: format!("{code}: {message}"),
+            message: format!("the storage answered HTTP {s} ({code})"),
             retryable: true,
             source: None,
         },
-        _ => StorageError::Upstream {
+        s => StorageError::Upstream {
             service: SERVICE,
-            message: format!("{code}: {message}"),
+            message: format!("the storage answered HTTP {s} ({code})"),
             retryable: false,
             source: None,
         },
@@ -353,24 +379,34 @@ mod tests {
         let body = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request \
                     signature we calculated does not match</Message><CanonicalRequest>GET /b/k \
                     X-Amz-Credential=ASIAXXXX&amp;X-Amz-Security-Token=TOKEN</CanonicalRequest></Error>";
-        let e = status_error(StatusCode::FORBIDDEN, body);
+        let e = status_error(StatusCode::FORBIDDEN, body, false);
         assert_eq!(e.code().as_str(), "access_denied");
         assert!(!e.is_retryable());
         let text = format!("{e} {e:?}");
         assert!(text.contains("SignatureDoesNotMatch"), "{text}");
         assert!(!text.contains("TOKEN") && !text.contains("ASIAXXXX"), "{text}");
+        assert!(!text.contains("calculated"), "the server's message was kept: {text}");
 
         let e = status_error(
             StatusCode::FORBIDDEN,
             "<Error><Code>AccessDenied</Code><Message>x X-Amz-Signature=s</Message></Error>",
+            true,
         );
         assert!(!e.to_string().contains("Signature=s"), "{e}");
+        assert!(e.to_string().contains("expired"), "{e}");
 
-        let e = status_error(StatusCode::SERVICE_UNAVAILABLE, "<Error><Code>SlowDown</Code></Error>");
+        let e = status_error(StatusCode::SERVICE_UNAVAILABLE, "<Error><Code>SlowDown</Code></Error>", false);
         assert_eq!(e.code().as_str(), "throttled");
         assert!(e.is_retryable());
-        assert_eq!(status_error(StatusCode::NOT_FOUND, "").code().as_str(), "not_found");
-        assert!(status_error(StatusCode::BAD_GATEWAY, "").is_retryable());
-        assert!(!status_error(StatusCode::RANGE_NOT_SATISFIABLE, "").is_retryable());
+        assert_eq!(status_error(StatusCode::NOT_FOUND, "", false).code().as_str(), "not_found");
+        assert!(status_error(StatusCode::BAD_GATEWAY, "", false).is_retryable());
+        assert!(!status_error(StatusCode::RANGE_NOT_SATISFIABLE, "", false).is_retryable());
+        // A code that is not one is dropped for the status.
+        let e = status_error(
+            StatusCode::BAD_GATEWAY,
+            "<Error><Code>go to evil.example now</Code></Error>",
+            false,
+        );
+        assert_eq!(e.to_string(), "upstream storage failed: the storage answered HTTP 502 (HTTP 502)");
     }
 }

@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod credentials;
 mod download;
+mod egress;
 mod error;
 mod location;
 pub mod logging;
@@ -21,18 +22,21 @@ use std::time::SystemTime;
 
 use asset_core::Integration;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 pub use check::{Check, CheckName, ValidateOptions, ValidationReport};
 pub use config::{RetryConfig, StorageConfig};
+pub use egress::AllowedEndpoints;
 pub use error::StorageError;
 pub use location::{ByteRange, ObjectLocation};
 pub use partial::PartialAsset;
-pub use secret::{Secret, SessionCredentials, SignedUrl};
+pub use secret::{ORG_SECRET_PREFIX, OrgSecrets, Secret, SessionCredentials, SignedUrl};
 pub use temp::TempAsset;
 pub use validate::validate_integration;
 
 use credentials::{CredentialCache, Purpose};
 use download::Downloader;
+use egress::EgressPolicy;
 use source::{LocalSource, ObjectSource, S3Source};
 
 /// The storage layer of one worker process: the base AWS identity, cached credentials,
@@ -48,6 +52,10 @@ pub(crate) struct Inner {
     pub(crate) base: SdkConfig,
     pub(crate) credentials: CredentialCache,
     pub(crate) downloader: Downloader,
+    /// Where requests made for jobs may go (see [`egress`]).
+    pub(crate) egress: Arc<EgressPolicy>,
+    /// The SDK's HTTP client under that policy, shared by every S3 and STS client.
+    pub(crate) sdk_http: SharedHttpClient,
 }
 
 impl Storage {
@@ -60,7 +68,8 @@ impl Storage {
     }
 
     /// As [`Storage::new`] with a base AWS configuration built by the caller (tools, and
-    /// tests that point STS at a local server).
+    /// tests that point STS at a local server). The base configuration's endpoints are
+    /// the operator's: the egress policy admits them.
     pub fn with_aws_config(config: StorageConfig, base: SdkConfig) -> Result<Storage, StorageError> {
         temp::prepare_dir(&config.temp_dir)
             .map_err(|e| StorageError::io("preparing the temp directory", e))?;
@@ -69,10 +78,39 @@ impl Storage {
         if swept > 0 {
             tracing::info!(swept, temp_dir = %config.temp_dir.display(), "removed leftovers of a previous run");
         }
-        let downloader = Downloader::new(config.connect_timeout, config.read_timeout, config.retry.clone())?;
+        let operator = egress::operator_endpoints(&base);
+        let egress = Arc::new(EgressPolicy::new(&config.allowed_endpoints, &operator));
+        let sdk_http = egress::sdk_http_client(egress.clone());
+        let downloader = Downloader::new(
+            config.connect_timeout,
+            config.read_timeout,
+            config.retry.clone(),
+            egress.clone(),
+        )?;
         Ok(Storage {
-            inner: Arc::new(Inner { config, base, credentials: CredentialCache::default(), downloader }),
+            inner: Arc::new(Inner {
+                config,
+                base,
+                credentials: CredentialCache::default(),
+                downloader,
+                egress,
+                sdk_http,
+            }),
         })
+    }
+
+    /// An integration this worker may act for: its syntax ([`validate_integration`]),
+    /// and an `s3_compatible` endpoint the egress policy does not refuse outright (an
+    /// IP literal, a port the allow-list does not name). What a host name resolves to is
+    /// checked when connecting.
+    pub(crate) fn admit(&self, integration: &Integration) -> Result<(), StorageError> {
+        validate_integration(integration)?;
+        if let Integration::S3Compatible(s) = integration
+            && let Some(endpoint) = &s.endpoint
+        {
+            self.inner.egress.check_str(endpoint)?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -91,7 +129,7 @@ impl Storage {
         url: &str,
         range: Option<ByteRange>,
     ) -> Result<TempAsset, StorageError> {
-        validate_integration(integration)?;
+        self.admit(integration)?;
         let source = self.source(integration);
         let loc = source.locate(url)?;
         let integration_id = integration.id().unwrap_or_default();
@@ -110,7 +148,7 @@ impl Storage {
 
     /// The object an asset URL names, after the SSRF guard; no network.
     pub fn locate(&self, integration: &Integration, url: &str) -> Result<ObjectLocation, StorageError> {
-        validate_integration(integration)?;
+        self.admit(integration)?;
         self.source(integration).locate(url)
     }
 
@@ -122,7 +160,7 @@ impl Storage {
         url: &str,
         start: Option<SystemTime>,
     ) -> Result<SignedUrl, StorageError> {
-        validate_integration(integration)?;
+        self.admit(integration)?;
         match integration {
             Integration::Aws(s) | Integration::S3Compatible(s) => {
                 let source = S3Source {
@@ -151,7 +189,7 @@ impl Storage {
 
     /// The credentials [`Storage::fetch`] signs with (cached; AssumeRole when delegated).
     pub async fn credentials(&self, integration: &Integration) -> Result<SessionCredentials, StorageError> {
-        validate_integration(integration)?;
+        self.admit(integration)?;
         match integration {
             Integration::Aws(s) | Integration::S3Compatible(s) => {
                 let aws = matches!(integration, Integration::Aws(_));

@@ -6,6 +6,10 @@
 //! Key encoding: `s3://` and `local://` URIs carry the key verbatim (as the AWS CLI
 //! does); `http(s)` URLs are percent-decoded, and on AWS hosts `+` means a space (as in
 //! the S3 console's object URLs, `%2B` being a plus).
+//!
+//! Keys with a `.` or `..` segment are refused, in the key as given and once more
+//! percent-decoded: HTTP clients and servers normalise such paths, so
+//! `bucket/..%2fother/x` would leave the bucket the guard approved.
 
 use std::fmt;
 
@@ -71,6 +75,7 @@ pub(crate) fn locate_s3(s: &S3Integration, aws: bool, raw: &str) -> Result<Objec
     if loc.key.is_empty() {
         return Err(StorageError::not_in_storage("the URL names no object key"));
     }
+    check_key_segments(&loc.key)?;
     if !s.buckets.contains(&loc.bucket) {
         return Err(StorageError::not_in_storage(format!(
             "bucket {:?} is not one of the integration's buckets",
@@ -78,6 +83,20 @@ pub(crate) fn locate_s3(s: &S3Integration, aws: bool, raw: &str) -> Result<Objec
         )));
     }
     Ok(loc)
+}
+
+/// Refuses a key with a `.` or `..` segment (`/` or `\\` separated), as given or after
+/// one more round of percent-decoding.
+pub(crate) fn check_key_segments(key: &str) -> Result<(), StorageError> {
+    let decoded = percent_decode_str(key).decode_utf8_lossy();
+    for k in [key, decoded.as_ref()] {
+        if k.split(['/', '\\']).any(|seg| seg == "." || seg == "..") {
+            return Err(StorageError::not_in_storage(
+                "the key has a '.' or '..' segment, which could leave the bucket once normalised",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn locate_http(s: &S3Integration, aws: bool, raw: &str) -> Result<ObjectLocation, StorageError> {
@@ -297,6 +316,34 @@ mod tests {
         refused(true, None, "http://127.0.0.1:9000/acme/k");
         // An s3_compatible integration does not accept AWS host names.
         refused(false, ep, "https://acme.s3.amazonaws.com/k");
+    }
+
+    #[test]
+    fn keys_with_dot_segments_are_refused() {
+        let ep = Some("http://127.0.0.1:9000");
+        for url in [
+            "s3://acme/..%2fother/x",
+            "s3://acme/..%2Fother/x",
+            "s3://acme/../other/x",
+            "s3://acme/./x",
+            "s3://acme/a/../../other/x",
+            "s3://acme/%2e%2e/other/x",
+            "s3://acme/%2E%2E%2fother%2fx",
+            "s3://acme/..\\other\\x",
+            "s3://acme/..",
+            "s3://acme/x/.",
+            "http://127.0.0.1:9000/acme/..%2fother/x",
+            "http://127.0.0.1:9000/acme/..%2Fother%2Fx",
+            "http://127.0.0.1:9000/acme/%2e%2e%2fother/x",
+            "http://127.0.0.1:9000/acme/x/%252e%252e/y",
+            "http://127.0.0.1:9000/acme/..%5cother",
+            "https://acme.s3.amazonaws.com/..%2fother/x",
+        ] {
+            refused(true, ep, url);
+        }
+        // Dots inside a segment are an ordinary key.
+        assert_eq!(ok(false, ep, "s3://acme/a..b/.x/..y/x.").1, "a..b/.x/..y/x.");
+        assert_eq!(ok(false, ep, "s3://acme/...").1, "...");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //!
 //! The first read asks for a prefix and learns the object's size (from `Content-Range`)
 //! and version (`ETag`); later reads send `If-Match` so that an object replaced half way
-//! is noticed (412) rather than stitched together from two versions. A server that
+//! is noticed (412) rather than stitched together from two versions. Servers that ignore
+//! `If-Match` exist, so every reply's ETag and size are compared with the first's as
+//! well: another ETag, none after the first had one, or none at all (nothing proves two
+//! ranges are of one version) fails the ranged read over to one full download. A server that
 //! ignores `Range` answers 200 with the whole body: the read then streams from the start
 //! and stops at the end of the range it wanted, so it costs the bytes up to there, never
 //! the rest of the object. Anything a ranged read cannot make sense of (no size, a range
@@ -21,11 +24,11 @@ use asset_core::Integration;
 use tempfile::TempPath;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::Storage;
 use crate::error::StorageError;
 use crate::location::ObjectLocation;
 use crate::secret::SignedUrl;
 use crate::temp::{self, TempAsset};
-use crate::{Storage, validate_integration};
 
 /// A signed URL is signed again when it has less than this left.
 const RESIGN_MARGIN: Duration = Duration::from_secs(30);
@@ -86,7 +89,7 @@ impl Storage {
         url: &str,
         first: u64,
     ) -> Result<(PartialAsset, Range<u64>), StorageError> {
-        validate_integration(integration)?;
+        self.admit(integration)?;
         let source = self.source(integration);
         let loc = source.locate(url)?;
         let origin = source.origin(&loc).await?;
@@ -195,12 +198,22 @@ impl PartialAsset {
             self.total = reply.total;
             self.etag = reply.etag;
             self.file.set_len(reply.total).map_err(|e| StorageError::io("sizing the temp file", e))?;
-        } else if reply.total != self.total {
+            return Ok(reply.written);
+        }
+        let changed = |reason: &str| StorageError::RangedReadFailed { reason: reason.to_owned() };
+        if reply.total != self.total {
             return Err(StorageError::RangedReadFailed {
                 reason: format!("the object's size changed from {} to {} bytes", self.total, reply.total),
             });
         }
-        Ok(reply.written)
+        match (&self.etag, &reply.etag) {
+            (Some(first), Some(now)) if first == now => Ok(reply.written),
+            (Some(_), Some(_)) => Err(changed("the object changed between two reads (another ETag)")),
+            (Some(_), None) => Err(changed("a reply without an ETag after the first had one")),
+            (None, _) => {
+                Err(changed("the object has no ETag, so two ranges cannot be proven to be of one version"))
+            }
+        }
     }
 
     async fn resign_if_needed(&mut self) -> Result<(), StorageError> {
@@ -225,7 +238,14 @@ async fn read_local(
 ) -> Result<Reply, StorageError> {
     let mut input =
         tokio::fs::File::open(source).await.map_err(|e| StorageError::io("opening a local file", e))?;
-    let total = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?.len();
+    let meta = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?;
+    let total = meta.len();
+    // The local file's version, as an ETag would be: a file replaced or rewritten
+    // between two reads gets another one.
+    let version = {
+        use std::os::unix::fs::MetadataExt;
+        format!("local-{}-{}-{}.{}-{}", meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())
+    };
     // Checked before any byte is written, as the HTTP path does.
     if total > max_bytes {
         return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
@@ -247,5 +267,5 @@ async fn read_local(
         at += n as u64;
         *downloaded += n as u64;
     }
-    Ok(Reply { total, written: range.start..at, etag: None })
+    Ok(Reply { total, written: range.start..at, etag: Some(version) })
 }

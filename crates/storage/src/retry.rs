@@ -22,7 +22,9 @@ where
     loop {
         match op(attempt).await {
             Ok(v) => return Ok(v),
-            Err(err) if err.is_retryable() && attempt < policy.max_retries => {
+            // Local exhaustion is retryable, but not here: the next attempt would meet the
+            // same full disk. The caller requeues the job instead.
+            Err(err) if err.is_retryable() && !err.is_local_exhaustion() && attempt < policy.max_retries => {
                 let wait = policy.backoff(attempt);
                 if started.elapsed() + wait > policy.budget {
                     return Err(err);
@@ -59,7 +61,7 @@ mod tests {
             let c = calls;
             async move {
                 if c < 3 {
-                    Err(StorageError::Throttled { service: "s3", message: "SlowDown".into() })
+                    Err(StorageError::Throttled { service: "s3", service_code: "SlowDown".into() })
                 } else {
                     Ok(c)
                 }
@@ -78,7 +80,7 @@ mod tests {
                 Err(StorageError::AccessDenied {
                     service: "s3",
                     service_code: "AccessDenied".into(),
-                    message: String::new(),
+                    reason: "the storage refused the request",
                 })
             }
         })
@@ -101,5 +103,23 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls, 4);
+    }
+
+    #[tokio::test]
+    async fn local_exhaustion_is_left_to_the_caller() {
+        let mut calls = 0;
+        let r: Result<(), _> = with_retry(&policy(), "test", |_| {
+            calls += 1;
+            async {
+                Err(StorageError::io(
+                    "writing the temp file",
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ))
+            }
+        })
+        .await;
+        let err = r.unwrap_err();
+        assert!(err.is_retryable() && err.is_local_exhaustion(), "{err}");
+        assert_eq!(calls, 1, "retried in place");
     }
 }

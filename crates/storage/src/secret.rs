@@ -2,6 +2,7 @@
 //! `REDACTED` whichever way they are formatted, so a `?field` in a log line or a `{:?}`
 //! in an error cannot leak them; reading the value takes an explicit `expose()`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -66,6 +67,56 @@ impl fmt::Display for SignedUrl {
     }
 }
 
+/// The prefix of the variables `secret_ref: env:NAME` may resolve to.
+pub const ORG_SECRET_PREFIX: &str = "ORG_SECRET_";
+
+/// The organisations' secrets held in the environment: the `ORG_SECRET_*` variables, read
+/// once at start. `secret_ref: env:…` resolves in this map and nowhere else, so the
+/// worker's own variables (`AWS_SECRET_ACCESS_KEY`, `DATABASE_URL`…) are out of a job's
+/// reach by construction, not only by the naming rule.
+#[derive(Clone, Default)]
+pub struct OrgSecrets(HashMap<String, Secret>);
+
+impl OrgSecrets {
+    /// The `ORG_SECRET_*` variables of this process (others are not even looked at;
+    /// non-UTF-8 values are skipped).
+    pub fn from_env() -> Self {
+        OrgSecrets::from_pairs(
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// The `ORG_SECRET_*` pairs among `pairs` (tools, tests).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        OrgSecrets(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(k, _)| k.starts_with(ORG_SECRET_PREFIX))
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, var: &str) -> Option<&Secret> {
+        self.0.get(var)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for OrgSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OrgSecrets({} REDACTED)", self.0.len())
+    }
+}
+
 /// A key pair, with a session token when it comes from STS.
 #[derive(Clone)]
 pub struct SessionCredentials {
@@ -106,5 +157,20 @@ mod tests {
         }
         assert!(printed.contains("REDACTED"));
         assert_eq!(url.expose(), "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc123");
+    }
+
+    #[test]
+    fn org_secrets_keep_only_org_secret_variables_and_never_print_them() {
+        let s = OrgSecrets::from_pairs([
+            ("ORG_SECRET_ACME__KEY", "s3cr3t-value"),
+            ("AWS_SECRET_ACCESS_KEY", "worker-own-key"),
+            ("DATABASE_URL", "postgres://u:pw@db/x"),
+        ]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get("ORG_SECRET_ACME__KEY").map(Secret::expose), Some("s3cr3t-value"));
+        assert!(s.get("AWS_SECRET_ACCESS_KEY").is_none() && s.get("DATABASE_URL").is_none());
+        assert_eq!(format!("{s:?}"), "OrgSecrets(1 REDACTED)");
+        // The process's own environment: only the prefix is taken.
+        assert!(OrgSecrets::from_env().0.keys().all(|k| k.starts_with(ORG_SECRET_PREFIX)));
     }
 }

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use asset_core::{LocalIntegration, S3Integration};
 use async_trait::async_trait;
 use aws_sdk_s3::presigning::PresigningConfig;
+use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use url::Url;
 
 use crate::Inner;
 use crate::credentials::{Purpose, classify_sdk_error, presign_ttl, timeouts};
@@ -41,7 +43,7 @@ pub(crate) struct S3Source<'a> {
 impl S3Source<'_> {
     pub(crate) async fn credentials(&self, purpose: Purpose) -> Result<SessionCredentials, StorageError> {
         let i = &self.inner;
-        i.credentials.get(&i.base, &i.config, self.integration, self.aws, purpose).await
+        i.credentials.get(&i.base, &i.sdk_http, &i.config, self.integration, self.aws, purpose).await
     }
 
     /// An S3 client speaking for the integration with the given credentials: its region,
@@ -60,6 +62,8 @@ impl S3Source<'_> {
             .credentials_provider(credentials)
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .timeout_config(timeouts(&self.inner.config))
+            // Resolves through the egress policy and checks every request's URL.
+            .http_client(self.inner.sdk_http.clone())
             // S3-compatible services are reached path-style unless told otherwise:
             // virtual hosts need wildcard DNS that few deployments have.
             .force_path_style(s.path_style.unwrap_or(!self.aws));
@@ -95,8 +99,32 @@ impl S3Source<'_> {
             .presigned(cfg)
             .await
             .map_err(|e| classify_sdk_error("presign", e))?;
+        still_names(req.uri(), loc)?;
         Ok(SignedUrl::new(req.uri(), Some(start.unwrap_or(now) + ttl)))
     }
+}
+
+/// Belt and braces behind the key check of [`crate::location`]: the signed URL, as the
+/// HTTP client will normalise it, must have the path the signer wrote and still name the
+/// approved bucket and key. Never prints the URL (it is signed).
+pub(crate) fn still_names(signed: &str, loc: &ObjectLocation) -> Result<(), StorageError> {
+    let refuse =
+        || StorageError::not_in_storage("the signed URL does not name the approved object once normalised");
+    let parsed = Url::parse(signed).map_err(|_| refuse())?;
+    let raw_path = signed
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .map(|p| p.split(['?', '#']).next().unwrap_or(p))
+        .ok_or_else(refuse)?;
+    if parsed.path() != raw_path {
+        return Err(refuse());
+    }
+    let path = percent_decode_str(parsed.path()).decode_utf8().map_err(|_| refuse())?;
+    let path_style = path.ends_with(&format!("/{}/{}", loc.bucket, loc.key));
+    let virtual_hosted = parsed.host_str().is_some_and(|h| h.starts_with(&format!("{}.", loc.bucket)))
+        && path.ends_with(&format!("/{}", loc.key));
+    if path_style || virtual_hosted { Ok(()) } else { Err(refuse()) }
 }
 
 #[async_trait]
@@ -205,5 +233,39 @@ impl ObjectSource for LocalSource<'_> {
             return Err(StorageError::NotFound { what: format!("local file {:?}", loc.key) });
         }
         Ok(Origin::Local(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(bucket: &str, key: &str) -> ObjectLocation {
+        ObjectLocation { bucket: bucket.into(), key: key.into() }
+    }
+
+    #[test]
+    fn a_signed_url_must_still_name_its_object_once_normalised() {
+        let q = "?X-Amz-Signature=abc";
+        still_names(&format!("http://127.0.0.1:9000/acme/img/cat.jpg{q}"), &loc("acme", "img/cat.jpg"))
+            .unwrap();
+        still_names(
+            &format!("https://acme.s3.eu-west-1.amazonaws.com/my%20cat.jpg{q}"),
+            &loc("acme", "my cat.jpg"),
+        )
+        .unwrap();
+        still_names(&format!("https://h.example/base/acme/a%2Bb{q}"), &loc("acme", "a+b")).unwrap();
+        for (url, l) in [
+            (format!("http://127.0.0.1:9000/acme/../other/x{q}"), loc("acme", "../other/x")),
+            (format!("http://127.0.0.1:9000/acme/%2e%2e/other/x{q}"), loc("acme", "../other/x")),
+            (format!("http://127.0.0.1:9000/acme/./x{q}"), loc("acme", "./x")),
+            (format!("http://127.0.0.1:9000/other/x{q}"), loc("acme", "x")),
+            (format!("https://other.s3.amazonaws.com/x{q}"), loc("acme", "x")),
+            ("not a url".to_owned(), loc("acme", "x")),
+        ] {
+            let err = still_names(&url, &l).unwrap_err();
+            assert_eq!(err.code().as_str(), "url_not_in_storage", "{url}");
+            assert!(!err.to_string().contains("abc"), "{err}");
+        }
     }
 }

@@ -89,7 +89,16 @@ fn validate_s3(s: &S3Integration, aws: bool) -> Result<(), StorageError> {
         (None, false) => {
             return Err(StorageError::invalid("endpoint", "required for provider s3_compatible"));
         }
-        (Some(e), _) => validate_endpoint(e)?,
+        // AWS is reached at AWS's own host names, or wherever the operator's standard
+        // AWS_ENDPOINT_URL* settings point; a job moves neither.
+        (Some(_), true) => {
+            return Err(StorageError::EndpointNotAllowed {
+                reason: "provider aws takes no endpoint from a job (only the operator's AWS_ENDPOINT_URL* \
+                         settings override AWS's)"
+                    .into(),
+            });
+        }
+        (Some(e), false) => validate_endpoint(e)?,
         (None, true) => {}
     }
     if s.buckets.is_empty() {
@@ -105,7 +114,7 @@ fn validate_s3(s: &S3Integration, aws: bool) -> Result<(), StorageError> {
         }
         Access::IamUser { access_key_id, secret_ref } => {
             validate_access_key_id(access_key_id, aws)?;
-            parse_secret_ref(secret_ref)?;
+            parse_secret_ref(secret_ref, &s.org_id)?;
         }
     }
     Ok(())
@@ -210,30 +219,69 @@ fn validate_access_key_id(id: &str, aws: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Where a secret lives.
+/// The rule of `secret_ref: env:NAME`, quoted by refusals.
+pub(crate) const ENV_RULE: &str = "env:NAME reads only the variable ORG_SECRET_<ORG>__<NAME>, ORG being the \
+     integration's org_id upper-cased with '-' as '_'; org_id must match ^[a-z0-9]+(-[a-z0-9]+)*$ and NAME \
+     ^[A-Z0-9]+(_[A-Z0-9]+)*$";
+
+/// The rule of `secret_ref: file:NAME`, quoted by refusals.
+pub(crate) const FILE_RULE: &str = "file:NAME reads only SECRETS_DIR/<org_id>/NAME: NAME relative, without '.' \
+     or '..' segments, not leaving that directory through a symlink; org_id one path component of \
+     [A-Za-z0-9._-] starting with a letter or digit";
+
+/// Where a secret lives, once the reference passed the rule binding it to its
+/// organisation. The mapping from (org, NAME) to a variable is injective — the org part
+/// has no `_` of its own and no `__`, NAME has no `__` — so no two organisations' names
+/// meet in one variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SecretRef<'a> {
-    Env(&'a str),
-    File(&'a Path),
+    Env { var: String },
+    File { name: &'a Path },
 }
 
-pub(crate) fn parse_secret_ref(r: &str) -> Result<SecretRef<'_>, StorageError> {
+/// Checks `secret_ref` against the rule for the integration's `org_id`; no lookup.
+pub(crate) fn parse_secret_ref<'a>(r: &'a str, org_id: &str) -> Result<SecretRef<'a>, StorageError> {
     if let Some(name) = r.strip_prefix("env:") {
-        let ok = name.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
-            && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
-        if !ok {
-            return Err(StorageError::invalid("access.secret_ref", "env:NAME needs a variable name"));
+        if !is_words(org_id, |b| b.is_ascii_lowercase() || b.is_ascii_digit(), b'-') {
+            return Err(StorageError::secret_ref(format!(
+                "org_id {org_id:?} cannot hold env: secrets ({ENV_RULE})"
+            )));
         }
-        Ok(SecretRef::Env(name))
-    } else if let Some(path) = r.strip_prefix("file:") {
-        let path = Path::new(path);
-        if path.as_os_str().is_empty() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(StorageError::invalid("access.secret_ref", "file:PATH needs a path without '..'"));
+        if !is_words(name, |b| b.is_ascii_uppercase() || b.is_ascii_digit(), b'_') {
+            return Err(StorageError::secret_ref(format!("{name:?} is not a NAME ({ENV_RULE})")));
         }
-        Ok(SecretRef::File(path))
+        let org = org_id.to_ascii_uppercase().replace('-', "_");
+        Ok(SecretRef::Env { var: format!("{}{org}__{name}", crate::secret::ORG_SECRET_PREFIX) })
+    } else if let Some(name) = r.strip_prefix("file:") {
+        let org_ok = (1..=255).contains(&org_id.len())
+            && org_id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && org_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !org_ok {
+            return Err(StorageError::secret_ref(format!(
+                "org_id {org_id:?} is not a safe directory name ({FILE_RULE})"
+            )));
+        }
+        let path = Path::new(name);
+        let name_ok = !name.is_empty()
+            && name.len() <= 1024
+            && !name.chars().any(char::is_control)
+            && path.components().all(|c| matches!(c, Component::Normal(_)))
+            // `Path` drops a `.` segment silently; the rule refuses it.
+            && !name.split('/').any(|seg| seg == "." || seg.is_empty());
+        if !name_ok {
+            return Err(StorageError::secret_ref(format!("{name:?} is not a NAME ({FILE_RULE})")));
+        }
+        Ok(SecretRef::File { name: path })
     } else {
-        Err(StorageError::invalid("access.secret_ref", "must be env:NAME or file:PATH"))
+        Err(StorageError::secret_ref("must be env:NAME or file:NAME"))
     }
+}
+
+/// `^W+(SEP W+)*$` where W is a byte `word` accepts.
+fn is_words(s: &str, word: impl Fn(u8) -> bool, sep: u8) -> bool {
+    !s.is_empty()
+        && s.split(|c: char| c as u32 == u32::from(sep)).all(|w| !w.is_empty() && w.bytes().all(&word))
+        && s.bytes().all(|b| b == sep || word(b))
 }
 
 #[cfg(test)]
@@ -304,8 +352,13 @@ mod tests {
         assert_eq!(field_of(validate_integration(&i)), "access.access_key_id");
         v["access"]["access_key_id"] = "AKIAIOSFODNN7EXAMPLE".into();
         v["access"]["secret_ref"] = "vault:x".into();
+        let i: Integration = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(validate_integration(&i).unwrap_err().code().as_str(), "secret_ref_not_allowed");
+        // AWS takes no endpoint from a job.
+        v["access"]["secret_ref"] = "env:S".into();
+        v["endpoint"] = "http://169.254.169.254".into();
         let i: Integration = serde_json::from_value(v).unwrap();
-        assert_eq!(field_of(validate_integration(&i)), "access.secret_ref");
+        assert_eq!(validate_integration(&i).unwrap_err().code().as_str(), "endpoint_not_allowed");
     }
 
     #[test]
@@ -335,11 +388,51 @@ mod tests {
     }
 
     #[test]
-    fn secret_refs() {
-        assert_eq!(parse_secret_ref("env:MY_SECRET").unwrap(), SecretRef::Env("MY_SECRET"));
-        assert_eq!(parse_secret_ref("file:org/key").unwrap(), SecretRef::File(Path::new("org/key")));
-        assert!(parse_secret_ref("file:../etc/shadow").is_err());
-        assert!(parse_secret_ref("env:").is_err());
-        assert!(parse_secret_ref("env:1X").is_err());
+    fn secret_refs_are_bound_to_their_org() {
+        let env = |var: &str| SecretRef::Env { var: var.into() };
+        assert_eq!(parse_secret_ref("env:MY_SECRET", "acme").unwrap(), env("ORG_SECRET_ACME__MY_SECRET"));
+        assert_eq!(parse_secret_ref("env:K2", "acme-eu-1").unwrap(), env("ORG_SECRET_ACME_EU_1__K2"));
+        assert_eq!(
+            parse_secret_ref("env:KEY", "3f2a9c1e-7b4d-4e8a-9f00-1234567890ab").unwrap(),
+            env("ORG_SECRET_3F2A9C1E_7B4D_4E8A_9F00_1234567890AB__KEY")
+        );
+        assert_eq!(
+            parse_secret_ref("file:s3/key", "Org_1.x").unwrap(),
+            SecretRef::File { name: Path::new("s3/key") }
+        );
+        for (r, org) in [
+            ("env:MY_SECRET", "Acme"),
+            ("env:MY_SECRET", "ac_me"),
+            ("env:MY_SECRET", "acme-"),
+            ("env:MY_SECRET", "a--b"),
+            ("env:MY_SECRET", ""),
+            ("env:my_secret", "acme"),
+            ("env:MY__SECRET", "acme"),
+            ("env:MY_SECRET_", "acme"),
+            ("env:", "acme"),
+            ("env:A-B", "acme"),
+            ("file:../etc/shadow", "acme"),
+            ("file:/etc/shadow", "acme"),
+            ("file:a/./b", "acme"),
+            ("file:a//b", "acme"),
+            ("file:a/", "acme"),
+            ("file:a\nb", "acme"),
+            ("file:", "acme"),
+            ("file:k", ".."),
+            ("file:k", "."),
+            ("file:k", "a/b"),
+            ("file:k", ".hidden"),
+            ("vault:x", "acme"),
+            ("S", "acme"),
+        ] {
+            let err = parse_secret_ref(r, org).unwrap_err();
+            assert_eq!(err.code().as_str(), "secret_ref_not_allowed", "{r} for {org}");
+        }
+        // Distinct (org, NAME) pairs never share a variable.
+        let var = |r, org| match parse_secret_ref(r, org).unwrap() {
+            SecretRef::Env { var } => var,
+            SecretRef::File { .. } => unreachable!(),
+        };
+        assert_ne!(var("env:B_C", "a"), var("env:C", "a-b"));
     }
 }

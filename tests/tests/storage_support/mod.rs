@@ -6,13 +6,14 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use asset_storage::{RetryConfig, StorageConfig};
+use asset_storage::{AllowedEndpoints, RetryConfig, StorageConfig};
 use aws_config::{BehaviorVersion, SdkConfig};
 
 pub fn ci() -> bool {
@@ -123,6 +124,77 @@ pub fn config(temp_dir: &Path) -> StorageConfig {
         read_timeout: Duration::from_secs(10),
         ..StorageConfig::default()
     }
+}
+
+/// `config` with an `ALLOWED_ENDPOINTS` list: the tests' servers listen on loopback,
+/// which the egress policy refuses unless the operator names it.
+pub fn config_allowing(temp_dir: &Path, allowed: &str) -> StorageConfig {
+    StorageConfig { allowed_endpoints: allowed.parse::<AllowedEndpoints>().unwrap(), ..config(temp_dir) }
+}
+
+/// `host:port` of an `http://host:port` endpoint, as `ALLOWED_ENDPOINTS` takes it.
+pub fn authority(endpoint: &str) -> &str {
+    endpoint.strip_prefix("http://").unwrap_or(endpoint).trim_end_matches('/')
+}
+
+/// A TCP listener on a free loopback port that counts the connections it accepts and
+/// either closes them or relays them to `forward_to` (a counting proxy in front of a
+/// server: requests that were refused before leaving the worker never show up).
+/// Its threads live as long as the test process.
+pub struct Listener {
+    pub port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    pub fn counting() -> Listener {
+        Listener::start(None)
+    }
+
+    pub fn forwarding_to(port: u16) -> Listener {
+        Listener::start(Some(port))
+    }
+
+    fn start(forward_to: Option<u16>) -> Listener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Some(target) = forward_to else { continue };
+                std::thread::spawn(move || {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c_in, &mut s_out);
+                        let _ = s_out.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut s_in, mut c_out) = (server, client);
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                    let _ = up.join();
+                });
+            }
+        });
+        Listener { port, accepted }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// The port of an `http://127.0.0.1:PORT` endpoint.
+pub fn port_of(endpoint: &str) -> u16 {
+    endpoint.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
 }
 
 /// A base AWS configuration with static keys and one endpoint, as the standard chain

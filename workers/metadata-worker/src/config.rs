@@ -12,7 +12,7 @@ use asset_probe::FetchPolicy;
 use asset_probe::isolate::PoolConfig;
 use asset_queue::{Backoff, JobLimits, QueueConfig, Topology};
 use asset_sink::{SinkKind, SinkSettings};
-use asset_storage::StorageConfig;
+use asset_storage::{AllowedEndpoints, OrgSecrets, StorageConfig};
 
 use crate::fetch::FetchMode;
 
@@ -47,10 +47,19 @@ pub struct PipelineArgs {
     #[arg(long, env = "PROBE_MEMORY_LIMIT", default_value_t = asset_probe::isolate::DEFAULT_MEMORY_CEILING)]
     pub probe_memory_limit: u64,
 
-    /// Directory that `secret_ref = "file:PATH"` references of storage integrations
-    /// must stay inside; unset refuses every `file:` reference.
+    /// Directory of the organisations' secret files: `secret_ref = "file:NAME"` reads
+    /// `SECRETS_DIR/<org_id>/NAME` and nothing else; unset refuses every `file:`
+    /// reference. (`env:NAME` reads only the variable `ORG_SECRET_<ORG>__<NAME>`.)
     #[arg(long, env = "SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+
+    /// Private or loopback storage jobs may name, e.g. an on-premises MinIO: a comma
+    /// list of CIDRs, addresses and host names (`*.name` for subdomains), each with an
+    /// optional `:port` (`10.0.0.0/8,minio.corp:9000,[fd00::5]:9000`). Every other
+    /// non-public address is refused with `endpoint_not_allowed`; the AWS_ENDPOINT_URL*
+    /// hosts are admitted anyway.
+    #[arg(long, env = "ALLOWED_ENDPOINTS")]
+    pub allowed_endpoints: Option<String>,
 
     /// How assets are downloaded: `ranged` reads only the byte ranges the probe needs
     /// (a prefix, then what the format asks for; the whole object only for formats read
@@ -117,6 +126,8 @@ impl PipelineArgs {
             temp_dir,
             max_asset_bytes: self.max_asset_bytes,
             secrets_dir: self.secrets_dir.clone(),
+            org_secrets: OrgSecrets::from_env(),
+            allowed_endpoints: parse_allowed_endpoints(self.allowed_endpoints.as_deref())?,
             ..StorageConfig::default()
         };
         if self.first_fetch_bytes < 4096 {
@@ -147,6 +158,16 @@ pub fn prober_config(processes: usize, memory_ceiling: u64) -> anyhow::Result<Po
         args: vec!["probe-server".into(), "--memory-ceiling".into(), memory_ceiling.to_string().into()],
         processes,
     })
+}
+
+/// `ALLOWED_ENDPOINTS`, parsed at start so that a typo fails fast.
+pub fn parse_allowed_endpoints(raw: Option<&str>) -> anyhow::Result<AllowedEndpoints> {
+    match raw {
+        None => Ok(AllowedEndpoints::default()),
+        Some(list) => {
+            list.parse().map_err(|why| anyhow::anyhow!("ALLOWED_ENDPOINTS (--allowed-endpoints): {why}"))
+        }
+    }
 }
 
 /// Where the broker objects are; shared by `run` and `publish`.
@@ -526,6 +547,14 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         let c = resolve(&["--amqp-url", "amqp://u:hunter2@mq:5672/%2f"]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn allowed_endpoints_parse_or_fail_naming_the_setting() {
+        let c = resolve(&["--allowed-endpoints", "10.0.0.0/8, minio.corp:9000"]).unwrap();
+        assert!(!c.pipeline.storage.allowed_endpoints.is_empty());
+        let e = err(&["--allowed-endpoints", "http://minio.corp:9000"]);
+        assert!(e.contains("ALLOWED_ENDPOINTS") && e.contains("minio.corp"), "{e}");
     }
 
     #[test]

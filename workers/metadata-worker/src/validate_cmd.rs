@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use asset_core::Integration;
-use asset_storage::{Storage, StorageConfig, ValidateOptions, ValidationReport};
+use asset_storage::{OrgSecrets, Storage, StorageConfig, ValidateOptions, ValidationReport};
+
+use crate::config::parse_allowed_endpoints;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -23,9 +25,13 @@ pub struct ValidateArgs {
     /// The platform's web origin, which each bucket's CORS rules must allow for GET.
     #[arg(long, env = "PLATFORM_ORIGIN")]
     origin: Option<String>,
-    /// Directory that `secret_ref = "file:PATH"` references live under.
+    /// Directory of the organisations' secret files (`file:NAME` reads
+    /// `SECRETS_DIR/<org_id>/NAME`).
     #[arg(long, env = "SECRETS_DIR")]
     secrets_dir: Option<PathBuf>,
+    /// Private or loopback endpoints the integration may name (see `run --help`).
+    #[arg(long, env = "ALLOWED_ENDPOINTS")]
+    allowed_endpoints: Option<String>,
 }
 
 pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -33,7 +39,12 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.integration.display()))?;
     let integration: Integration = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an integration object", args.integration.display()))?;
-    let config = StorageConfig { secrets_dir: args.secrets_dir, ..StorageConfig::default() };
+    let config = StorageConfig {
+        secrets_dir: args.secrets_dir,
+        org_secrets: OrgSecrets::from_env(),
+        allowed_endpoints: parse_allowed_endpoints(args.allowed_endpoints.as_deref())?,
+        ..StorageConfig::default()
+    };
     let storage = Storage::new(config).await.context("starting the storage layer")?;
     let opts = ValidateOptions { key: args.key, origin: args.origin };
     let report = storage.validate_access(&integration, &opts).await;

@@ -10,6 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use asset_core::{AssetMetadata, DataType, Limits};
 
+use crate::ranged::WalkReader;
 use crate::{Format, ProbeError, Result, Source};
 
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
@@ -101,10 +102,11 @@ fn io_or_truncated(e: io::Error, format: &'static str, what: &str) -> ProbeError
 }
 
 /// Reads `len` bytes at `offset` into a fresh buffer, after checking `len` against the
-/// memory limit. The buffer grows only as bytes actually arrive, so a size that the file
-/// declares but does not hold never becomes an allocation.
+/// memory limit. The buffer is sized once, for the bytes the source holds from
+/// `offset` at most, so a size that the file declares but does not hold never becomes
+/// an allocation, and one that it holds is not allocated twice over by growth.
 fn read_block<R: Read + Seek>(
-    r: &mut R,
+    r: &mut WalkReader<R>,
     offset: u64,
     len: u64,
     limits: &Limits,
@@ -118,7 +120,7 @@ fn read_block<R: Read + Seek>(
         });
     }
     r.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(usize::try_from(len.min(r.remaining())).unwrap_or(0));
     r.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(ProbeError::truncated(format, format!("the file ends inside {what}")));
@@ -150,11 +152,11 @@ mod tests {
     fn parse_bytes(format: Format, bytes: &[u8]) -> Result<Streams> {
         let limits = Limits::default();
         let size = bytes.len() as u64;
-        let mut cursor = io::Cursor::new(bytes);
+        let mut r = WalkReader::new(io::Cursor::new(bytes), size);
         match format {
             Format::Matroska => mkv::probe_bytes(bytes, &limits),
-            Format::Avi => avi::probe_reader(&mut cursor, size, &limits),
-            _ => mp4::probe_reader(&mut cursor, size, &limits),
+            Format::Avi => avi::probe_reader(&mut r, &limits),
+            _ => mp4::probe_reader(&mut r, &limits),
         }
     }
 
@@ -237,7 +239,7 @@ mod tests {
     #[test]
     fn read_block_refuses_more_than_the_memory_limit_and_reports_short_files() {
         let limits = Limits { max_memory_bytes: 16, ..Limits::default() };
-        let mut r = io::Cursor::new(vec![0u8; 10]);
+        let mut r = WalkReader::new(io::Cursor::new(vec![0u8; 10]), 10);
         let err = read_block(&mut r, 0, 1 << 40, &limits, "MP4", "moov").unwrap_err();
         assert_eq!(err.code().as_str(), "too_large");
         let err = read_block(&mut r, 4, 8, &limits, "MP4", "moov").unwrap_err();

@@ -1,8 +1,11 @@
 //! TIFF IFD chain walk (classic and BigTIFF): the page count (IFDs that are not
 //! reduced-resolution copies) and the orientation tag of IFD0. Offsets past the end of
-//! the file are a truncation; an IFD that points back into the chain is corrupt.
+//! the file are a truncation; an IFD that points back into the chain, or whose bytes
+//! overlap those of an IFD already read, is corrupt. So every byte is read as part of
+//! one IFD at most, and the entries read in all are bounded by the file's size: a chain
+//! of 65,535-entry IFDs 4 bytes apart cannot make us read each byte thousands of times.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, SeekFrom};
 
 use asset_core::Limits;
@@ -43,6 +46,12 @@ impl Layout {
         if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
     }
 
+    /// The bytes of an IFD of `count` entries: count, entries, next offset.
+    fn ifd_len(self, count: u64) -> u64 {
+        // count is at most MAX_BIGTIFF_ENTRIES: no overflow.
+        if self.big_tiff { 8 + count * 20 + 8 } else { 2 + count * 12 + 4 }
+    }
+
     /// An offset: 4 bytes in classic TIFF, 8 in BigTIFF.
     fn offset<R: BufRead>(self, r: &mut R) -> Result<u64> {
         if self.big_tiff {
@@ -73,7 +82,8 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
         v => return Err(ProbeError::corrupt(NAME, format!("bad version {v}"))),
     }
     let mut next = layout.offset(r)?;
-    let mut seen = HashSet::new();
+    // Start → end of each IFD read; they never overlap.
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     let mut budget = Budget::new(limits, NAME);
     let mut pages: u32 = 0;
     let mut extra = Extra::default();
@@ -88,11 +98,20 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
         if seen.len() >= MAX_IFDS {
             return Err(ProbeError::TooLarge { what: "the TIFF IFD chain".into(), limit: MAX_IFDS as u64 });
         }
-        if !seen.insert(next) {
+        if seen.contains_key(&next) {
             return Err(ProbeError::corrupt(NAME, format!("the IFD chain loops back to offset {next}")));
         }
         r.seek(SeekFrom::Start(next))?;
-        let ifd = read_ifd(r, layout)?;
+        let count = read_count(r, layout)?;
+        let end = next.saturating_add(layout.ifd_len(count));
+        if let Some((&start, _)) = seen.range(..end).next_back().filter(|&(_, &e)| e > next) {
+            return Err(ProbeError::corrupt(
+                NAME,
+                format!("the IFD at offset {next} overlaps the one at offset {start}"),
+            ));
+        }
+        seen.insert(next, end);
+        let ifd = read_ifd(r, layout, count)?;
         if seen.len() == 1 {
             extra.orientation = ifd.orientation;
             extra.stored = ifd.width.zip(ifd.height);
@@ -117,7 +136,8 @@ struct Ifd {
     next: u64,
 }
 
-fn read_ifd<R: BufRead>(r: &mut R, layout: Layout) -> Result<Ifd> {
+/// An IFD's entry count, read at its start.
+fn read_count<R: BufRead>(r: &mut R, layout: Layout) -> Result<u64> {
     let count = if layout.big_tiff {
         layout.u64(read_array(r, NAME, "an IFD entry count")?)
     } else {
@@ -126,6 +146,11 @@ fn read_ifd<R: BufRead>(r: &mut R, layout: Layout) -> Result<Ifd> {
     if count > MAX_BIGTIFF_ENTRIES {
         return Err(ProbeError::corrupt(NAME, format!("an IFD declares {count} entries")));
     }
+    Ok(count)
+}
+
+/// The entries and next-IFD offset of the IFD whose count `read_count` just read.
+fn read_ifd<R: BufRead>(r: &mut R, layout: Layout, count: u64) -> Result<Ifd> {
     let mut ifd = Ifd { subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
     for _ in 0..count {
         let (tag, kind, value) = if layout.big_tiff {
@@ -238,5 +263,36 @@ mod tests {
         f.extend_from_slice(&0u64.to_be_bytes());
         let e = run(f).unwrap();
         assert_eq!((e.orientation, e.page_count), (Some(6), None));
+    }
+
+    /// Issue 9: IFDs of thousands of entries starting 4 bytes apart, each naming the
+    /// next, made every byte part of thousands of IFDs (1.2 MB took a minute). The
+    /// second IFD overlaps the first: corrupt, after reading one.
+    #[test]
+    fn overlapping_ifds_are_corrupt_after_reading_one() {
+        let entries = 1000u16;
+        let ifd_len = 2 + 12 * usize::from(entries) + 4;
+        let mut f = b"II\x2a\0\x08\0\0\0".to_vec();
+        f.resize(8 + ifd_len + 8, 0);
+        for k in [8, 12] {
+            f[k..k + 2].copy_from_slice(&entries.to_le_bytes());
+        }
+        let next_at = 8 + ifd_len - 4;
+        f[next_at..next_at + 4].copy_from_slice(&12u32.to_le_bytes());
+        let err = run(f).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file");
+        assert!(err.to_string().contains("the IFD at offset 12 overlaps the one at offset 8"), "{err}");
+    }
+
+    #[test]
+    fn an_ifd_overlapping_an_earlier_one_from_below_is_corrupt() {
+        // IFD0 at 40, its next at 8: an IFD of 3 entries ending at 50, inside IFD0.
+        let mut f = b"II\x2a\0\x28\0\0\0".to_vec();
+        f.resize(40, 0);
+        f[8..10].copy_from_slice(&3u16.to_le_bytes());
+        f.extend_from_slice(&1u16.to_le_bytes());
+        f.extend_from_slice(&[0x00, 0x01, 3, 0, 1, 0, 0, 0, 4, 0, 0, 0]);
+        f.extend_from_slice(&8u32.to_le_bytes());
+        assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
     }
 }

@@ -230,6 +230,52 @@ mod tests {
         assert_eq!((m.width, m.height, m.frame_count), (Some(160), Some(90), Some(50)));
     }
 
+    /// Counts the reads that reach the source, to show a walk is buffered.
+    pub(super) struct CountingReads<R> {
+        pub(super) inner: R,
+        pub(super) reads: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl<R: Read> Read for CountingReads<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.read(buf)
+        }
+    }
+
+    impl<R: Seek> Seek for CountingReads<R> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    /// Issue 9: a seek and a read per structure made 80 MB of empty `free` boxes or
+    /// `JUNK` chunks cost 7 s. The walks read a buffer at a time.
+    #[test]
+    fn many_empty_boxes_and_chunks_cost_a_read_per_buffer() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets/video");
+        let mp4 = std::fs::read(dir.join("moov-at-end.mp4")).unwrap();
+        let avi = std::fs::read(dir.join("mpeg4.avi")).unwrap();
+        let cases = [
+            (Format::IsoBmff, [&mp4[..32], &b"\0\0\0\x08free".repeat(100_000), &mp4[32..]].concat()),
+            (Format::Avi, [&avi[..12], &b"JUNK\0\0\0\0".repeat(100_000), &avi[12..]].concat()),
+        ];
+        for (format, bytes) in cases {
+            let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+            let counting = CountingReads { inner: io::Cursor::new(&bytes[..]), reads: reads.clone() };
+            let mut r = WalkReader::new(counting, bytes.len() as u64);
+            let s = match format {
+                Format::Avi => avi::probe_reader(&mut r, &Limits::default()),
+                _ => mp4::probe_reader(&mut r, &Limits::default()),
+            }
+            .unwrap();
+            let v = s.video.unwrap();
+            assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(50)), "{format:?}");
+            let most = bytes.len() / crate::ranged::WALK_BUFFER + 4;
+            assert!(reads.get() <= most, "{format:?}: {} reads for {} bytes", reads.get(), bytes.len());
+        }
+    }
+
     #[test]
     fn no_stream_at_all_is_unsupported() {
         let err = Streams::default().into_metadata(Format::IsoBmff, 0).unwrap_err();

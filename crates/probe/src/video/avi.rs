@@ -322,4 +322,36 @@ mod tests {
             probe_reader(&mut WalkReader::new(Cursor::new(f), 1 << 33), &Limits::default()).unwrap_err();
         assert_eq!(err.code().as_str(), "too_large");
     }
+
+    /// Lists are read at fixed depths: a LIST nested 10,000 deep inside `hdrl`, before
+    /// the stream list, is stepped over by its size.
+    #[test]
+    fn a_deeply_nested_list_in_hdrl_is_not_descended_into() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = list(b"JUNK", &nested);
+        }
+        let f = avi(60);
+        // hdrl's payload starts after RIFF (12), LIST header (8) and "hdrl" (4).
+        let hdrl_len = u32::from_le_bytes(f[16..20].try_into().unwrap()) as usize;
+        let mut hdrl = f[24..20 + hdrl_len].to_vec();
+        hdrl.splice(0..0, nested);
+        let mut body = b"AVI ".to_vec();
+        body.extend(list(b"hdrl", &hdrl));
+        body.extend_from_slice(&f[20 + hdrl_len..]);
+        let v = run(chunk(b"RIFF", &body)).unwrap().video.unwrap();
+        assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(60)));
+    }
+
+    #[test]
+    fn a_walk_stopped_by_max_items_is_too_large() {
+        let f = avi(10);
+        let mut junk = f[..12].to_vec();
+        junk.extend(b"JUNK\0\0\0\0".repeat(50));
+        junk.extend_from_slice(&f[12..]);
+        let limits = Limits { max_items: 20, ..Limits::default() };
+        let size = junk.len() as u64;
+        let err = probe_reader(&mut WalkReader::new(Cursor::new(junk), size), &limits).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
+    }
 }

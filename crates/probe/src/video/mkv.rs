@@ -1103,4 +1103,94 @@ mod tests {
         assert_eq!(last_cue_cluster(&cues, 1), Some(90));
         assert_eq!(last_cue_cluster(&cues, 3), None);
     }
+
+    fn track(number: u8, kind: u8, extra: &[u8]) -> Vec<u8> {
+        let mut e = el(TRACK_NUMBER, &[number]);
+        e.extend(el(TRACK_TYPE, &[kind]));
+        e.extend_from_slice(extra);
+        el(TRACK_ENTRY, &e)
+    }
+
+    /// Issue 9: a Track was kept per TrackEntry (4 MB of empty ones took 226 MB). Only
+    /// the first video and the first audio track are kept; an encrypted one anywhere
+    /// still makes the file encrypted.
+    #[test]
+    fn empty_track_entries_are_parsed_and_dropped_not_kept() {
+        let mut body = vec![0xAE, 0x80].repeat(100_000);
+        body.extend(track(1, 1, &el(CODEC_ID, b"V_VP9")));
+        body.extend(track(2, 2, &el(CODEC_ID, b"A_OPUS")));
+        body.extend(track(3, 1, &el(CODEC_ID, b"V_AV1")));
+        let set = parse_tracks(&body).unwrap();
+        assert_eq!(set.video.map(|t| (t.number, t.codec_id)), Some((1, "V_VP9".to_string())));
+        assert_eq!(set.audio.map(|t| t.number), Some(2));
+        assert!(!set.encrypted);
+        let encryption = el(CONTENT_ENCODINGS, &el(CONTENT_ENCODING, &el(CONTENT_ENCRYPTION, &[])));
+        body.extend(track(4, 17, &encryption));
+        assert!(parse_tracks(&body).unwrap().encrypted);
+    }
+
+    /// Issue 9: a TagValue and a list of children were kept per SimpleTag (4 MB of
+    /// empty ones took 122 MB). One pass finds the first NUMBER_OF_FRAMES and DURATION
+    /// of the track's Tags, whether Targets comes first or last.
+    #[test]
+    fn simple_tags_are_searched_in_one_pass_for_the_two_values() {
+        let simple = |name: &str, value: &str| {
+            el(SIMPLE_TAG, &[el(TAG_NAME, name.as_bytes()), el(TAG_STRING, value.as_bytes())].concat())
+        };
+        let targets = |uid: u8| el(TARGETS, &el(TAG_TRACK_UID, &[uid]));
+        let other = el(TAG, &[targets(9), simple("NUMBER_OF_FRAMES", "1")].concat());
+        let mut many = targets(7);
+        many.extend(vec![0x67, 0xC8, 0x80].repeat(100_000));
+        many.extend(simple("NUMBER_OF_FRAMES", "61\0\0"));
+        many.extend(simple("NUMBER_OF_FRAMES", "99"));
+        let targets_last = [simple("DURATION", "00:00:02.4"), targets(7)].concat();
+        let body = [other, el(TAG, &many), el(TAG, &targets_last)].concat();
+        let found = track_tags(&body, 7);
+        assert_eq!(found.frames.as_deref(), Some("61"));
+        assert_eq!(found.duration.as_deref(), Some("00:00:02.4"));
+        assert_eq!(track_tags(&body, 5), TrackTags::default());
+    }
+
+    #[test]
+    fn a_seek_head_of_many_entries_keeps_the_first_position_of_each_element() {
+        let seek = |id: u32, at: u32| {
+            el(SEEK, &[el(SEEK_ID, &id.to_be_bytes()), el(SEEK_POSITION, &at.to_be_bytes())].concat())
+        };
+        let mut body = seek(0x1043_A770, 5).repeat(50_000);
+        body.extend(seek(TAGS, 300));
+        body.extend(seek(INFO, 100));
+        body.extend(seek(TAGS, 400));
+        let seeks = parse_seek_head(&body, 1000);
+        assert_eq!(seeks, Seeks { info: Some(1100), tags: Some(1300), ..Seeks::default() });
+        assert_eq!(seeks.in_file_order(), vec![(INFO, 1100), (TAGS, 1300)]);
+    }
+
+    /// Issue 9: an 80 MB run of EBML Void elements. The walk reads the file a buffer at
+    /// a time, not an element at a time.
+    #[test]
+    fn many_void_elements_cost_a_read_per_buffer() {
+        let voids = [0xEC, 0x86, 0, 0, 0, 0, 0, 0].repeat(100_000);
+        let f = minimal(|b| el(SEGMENT, &[voids.as_slice(), b].concat()), el(CLUSTER, &el(TIMECODE, &[0])));
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counting =
+            super::super::tests::CountingReads { inner: Cursor::new(&f[..]), reads: reads.clone() };
+        let limits = Limits::default();
+        let mut w = Walker::new(WalkReader::new(counting, f.len() as u64), &limits);
+        let s = probe_walker(&mut w, &limits).unwrap();
+        assert_eq!(s.video.map(|v| v.frame_count), Some(Some(50)));
+        assert!(reads.get() <= f.len() / crate::ranged::WALK_BUFFER + 4, "{} reads", reads.get());
+    }
+
+    /// Nested elements are never descended into by recursion: an unknown master
+    /// element 10,000 levels deep is stepped over by its size.
+    #[test]
+    fn a_deeply_nested_unknown_element_is_stepped_over() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = el(0x6F6F, &nested);
+        }
+        let f = minimal(|b| el(SEGMENT, &[nested.as_slice(), b].concat()), el(CLUSTER, &el(TIMECODE, &[0])));
+        let v = run(f).unwrap().video.unwrap();
+        assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(50)));
+    }
 }

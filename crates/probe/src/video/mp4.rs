@@ -1135,4 +1135,126 @@ mod tests {
         assert!(quarter_turn(&m(0, -(1 << 16))));
         assert!(!quarter_turn(&m(-(1 << 16), 0)));
     }
+
+    /// `moov-at-end.mp4`'s moov payload (one H.264 track, 50 samples).
+    fn fixture_moov() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/assets/video/moov-at-end.mp4");
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[5595..5599], b"moov");
+        bytes[5599..].to_vec()
+    }
+
+    /// Rewrites every box named `kind` on the path `moov/trak/mdia/minf/stbl`.
+    fn replace_table(moov: &[u8], kind: &[u8; 4], with: &[u8]) -> Vec<u8> {
+        fn walk(data: &[u8], kind: &[u8; 4], with: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for b in boxes(data) {
+                let (k, payload) = b.unwrap();
+                let payload = match &k {
+                    b"trak" | b"mdia" | b"minf" | b"stbl" => walk(payload, kind, with),
+                    _ if &k == kind => with.to_vec(),
+                    _ => payload.to_vec(),
+                };
+                put_box(&mut out, &k, &payload).unwrap();
+            }
+            out
+        }
+        walk(moov, kind, with)
+    }
+
+    /// Issue 9: mp4parse kept every chunk offset, 8 bytes each (8M took 98 MB). Our
+    /// walk takes the first offset where it lies and hands mp4parse no sample table.
+    #[test]
+    fn chunk_offsets_are_read_where_they_lie_and_never_handed_to_mp4parse() {
+        let mut stco = vec![0, 0, 0, 0];
+        stco.extend_from_slice(&200_000u32.to_be_bytes());
+        for i in 0..200_000u32 {
+            stco.extend_from_slice(&(48 + i).to_be_bytes());
+        }
+        let moov = replace_table(&fixture_moov(), b"stco", &stco);
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!(movie.tracks.len(), 1);
+        assert_eq!(movie.tracks[0].first_chunk, Some(48));
+        assert_eq!(movie.tracks[0].samples, Some(50));
+        let parsed = &movie.ctx.tracks[0];
+        assert!(parsed.stco.is_none() && parsed.stsz.is_none() && parsed.stts.is_none());
+        assert!(parsed.stsd.is_some() && parsed.tkhd.is_some());
+    }
+
+    /// Issue 9: mp4parse kept a `Track` per `trak` (4M empty ones took 1.5 GB). Only
+    /// the first video and audio trak reach it; empty ones are read and dropped.
+    #[test]
+    fn empty_traks_are_not_handed_to_mp4parse() {
+        let mut moov = fixture_moov();
+        moov.extend(b"\0\0\0\x08trak".repeat(200_000));
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!((movie.tracks.len(), movie.ctx.tracks.len()), (1, 1));
+        let s = movie.streams(&HashMap::new()).unwrap();
+        assert_eq!(s.video.map(|v| (v.width, v.frame_count)), Some((160, Some(50))));
+    }
+
+    /// A frame count is backed by bytes: one size per sample, or samples of one size
+    /// that the file can hold.
+    #[test]
+    fn fixed_size_samples_must_fit_the_file() {
+        let mut stsz = vec![0, 0, 0, 0];
+        stsz.extend_from_slice(&1000u32.to_be_bytes());
+        stsz.extend_from_slice(&4_000_000u32.to_be_bytes());
+        let moov = replace_table(&fixture_moov(), b"stsz", &stsz);
+        let small = Movie::parse(&moov, 1 << 20, &Limits::default()).unwrap();
+        assert_eq!(small.tracks[0].samples, None);
+        let video = small.streams(&HashMap::new()).unwrap().video.unwrap();
+        assert_eq!((video.frame_count, video.frame_rate), (None, None));
+        let large = Movie::parse(&moov, 4 << 30, &Limits::default()).unwrap();
+        assert_eq!(large.tracks[0].samples, Some(4_000_000));
+    }
+
+    /// A movie with track 1 whose `trex` gives a default sample size of `size`.
+    fn fragmented_movie(size: u32) -> Movie {
+        Movie {
+            tracks: Vec::new(),
+            ids: HashSet::from([1]),
+            ctx: mp4parse::MediaContext::default(),
+            trex: HashMap::from([(1, Trex { default_sample_duration: 1000, default_sample_size: size })]),
+            fragmented: true,
+        }
+    }
+
+    fn moof(track: u32, samples: u32) -> Vec<u8> {
+        let tfhd = bx(b"tfhd", &[[0u8, 0, 0, 0], track.to_be_bytes()].concat());
+        let trun = bx(b"trun", &[[0u8, 0, 0, 0], samples.to_be_bytes()].concat());
+        [bx(b"mfhd", &[0; 8]), bx(b"traf", &[tfhd, trun].concat())].concat()
+    }
+
+    /// A `trun` without per-sample fields declares its count in 4 bytes: its samples,
+    /// of the default size, must fit the file, and a size of 0 backs nothing.
+    #[test]
+    fn a_trun_count_without_per_sample_fields_needs_sample_bytes_in_the_file() {
+        let mut budget = Budget::new(&Limits::default());
+        let mut f = Fragments::default();
+        f.add(&moof(1, 1000), &fragmented_movie(100), 1 << 20, &mut budget).unwrap();
+        assert_eq!(f.totals[&1], FragmentTotals { samples: 1000, duration: 1_000_000 });
+        let err = f.add(&moof(1, u32::MAX), &fragmented_movie(100), 1 << 20, &mut budget).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file", "{err}");
+        let mut f = Fragments::default();
+        let err = f.add(&moof(1, 10), &fragmented_movie(0), 1 << 20, &mut budget).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file", "{err}");
+        // Fragments of a track the moov does not describe keep nothing.
+        let mut f = Fragments::default();
+        f.add(&moof(7, u32::MAX), &fragmented_movie(0), 1 << 20, &mut budget).unwrap();
+        assert!(f.totals.is_empty());
+    }
+
+    #[test]
+    fn a_deeply_nested_box_in_moov_is_not_descended_into() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = bx(b"udta", &nested);
+        }
+        let mut moov = fixture_moov();
+        moov.extend(bx(b"udta", &nested));
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!(movie.tracks[0].samples, Some(50));
+    }
 }

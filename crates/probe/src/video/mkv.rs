@@ -1116,7 +1116,7 @@ mod tests {
     /// still makes the file encrypted.
     #[test]
     fn empty_track_entries_are_parsed_and_dropped_not_kept() {
-        let mut body = vec![0xAE, 0x80].repeat(100_000);
+        let mut body = [0xAE, 0x80].repeat(100_000);
         body.extend(track(1, 1, &el(CODEC_ID, b"V_VP9")));
         body.extend(track(2, 2, &el(CODEC_ID, b"A_OPUS")));
         body.extend(track(3, 1, &el(CODEC_ID, b"V_AV1")));
@@ -1140,7 +1140,7 @@ mod tests {
         let targets = |uid: u8| el(TARGETS, &el(TAG_TRACK_UID, &[uid]));
         let other = el(TAG, &[targets(9), simple("NUMBER_OF_FRAMES", "1")].concat());
         let mut many = targets(7);
-        many.extend(vec![0x67, 0xC8, 0x80].repeat(100_000));
+        many.extend([0x67, 0xC8, 0x80].repeat(100_000));
         many.extend(simple("NUMBER_OF_FRAMES", "61\0\0"));
         many.extend(simple("NUMBER_OF_FRAMES", "99"));
         let targets_last = [simple("DURATION", "00:00:02.4"), targets(7)].concat();

@@ -549,16 +549,9 @@ fn read_stbl(
                     *sizes = Some(SampleSizes::Each(u64::from(count)));
                 }
             }
-            b"stco" => {
-                if be_u32(body, 4).is_some_and(|n| n > 0) {
-                    *first_chunk = be_u32(body, 8).map(u64::from);
-                }
-            }
-            b"co64" => {
-                if be_u32(body, 4).is_some_and(|n| n > 0) {
-                    *first_chunk = be_u64(body, 8);
-                }
-            }
+            // The last of `stco` and `co64` wins, as in mp4parse; an empty one leaves none.
+            b"stco" => *first_chunk = be_u32(body, 4).filter(|&n| n > 0).and(be_u32(body, 8)).map(u64::from),
+            b"co64" => *first_chunk = be_u32(body, 4).filter(|&n| n > 0).and(be_u64(body, 8)),
             _ => {}
         }
     }

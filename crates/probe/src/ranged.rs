@@ -288,15 +288,32 @@ impl<R: Read + Seek> WalkReader<R> {
     }
 }
 
-impl<R: Read> Read for WalkReader<R> {
+impl<R: Read + Seek> Read for WalkReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.pos += n as u64;
         Ok(n)
     }
+
+    // BufReader's own, which copies straight from its buffer when the bytes are there:
+    // the common case of a walk reading an 8-byte header.
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // After a failed read_exact the position is unspecified: put it back
+                // where the read started, so that it stays ours to know.
+                self.inner.seek(SeekFrom::Start(self.pos))?;
+                Err(e)
+            }
+        }
+    }
 }
 
-impl<R: Read> BufRead for WalkReader<R> {
+impl<R: Read + Seek> BufRead for WalkReader<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.inner.fill_buf()
     }
@@ -660,5 +677,20 @@ mod tests {
         assert_eq!(present.first_miss().map(|m| m.offset), Some(10));
         // Its length is the buffer's, which the fetch policy never widens past.
         assert!(present.first_miss().unwrap().len <= WALK_BUFFER as u64);
+    }
+
+    #[test]
+    fn a_failed_read_exact_leaves_the_walk_where_the_read_started() {
+        let mut r = WalkReader::new(io::Cursor::new((0..10u8).collect::<Vec<_>>()), 10);
+        r.seek(SeekFrom::Start(6)).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read_exact(&mut buf).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(r.stream_position().unwrap(), 6);
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).unwrap();
+        assert_eq!(two, [6, 7]);
+        r.seek(SeekFrom::Current(-8)).unwrap();
+        r.read_exact(&mut two).unwrap();
+        assert_eq!(two, [0, 1]);
     }
 }

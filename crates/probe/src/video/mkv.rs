@@ -16,7 +16,7 @@
 //! its headers, its Tags and the start of its first Cluster; the Cluster walk, which
 //! reads block headers spread over the last seconds of the file, is the fallback.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
@@ -665,6 +665,19 @@ impl<R: Read + Seek> Walker<R> {
             return Ok(None);
         }
         self.goto(pos)?;
+        // A header is at most 12 bytes: when the buffer holds them, parse it there.
+        let buf = self.r.fill_buf()?;
+        if buf.len() >= 12 {
+            let id_len = buf[0].leading_zeros() as usize + 1;
+            if id_len > 4 {
+                return Err(ProbeError::corrupt(FMT, format!("invalid element ID byte {:#04x}", buf[0])));
+            }
+            let id = buf[..id_len].iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+            let (size, len) =
+                vint_raw(&buf[id_len..]).ok_or_else(|| ProbeError::corrupt(FMT, "invalid element size"))?;
+            self.r.consume(id_len + len);
+            return Ok(Some(Header { id, data_start: pos + (id_len + len) as u64, size }));
+        }
         let cut = || ProbeError::truncated(FMT, "the file ends inside an element header");
         let first = self.byte()?.ok_or_else(cut)?;
         let id_len = first.leading_zeros() as usize + 1;

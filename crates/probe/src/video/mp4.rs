@@ -311,6 +311,9 @@ enum SampleSizes {
     Fixed { size: u64, count: u64 },
 }
 
+/// The memory a video or audio track costs us: its `TrackInfo`, its ID in a set.
+const TRACK_COST: u64 = (std::mem::size_of::<TrackInfo>() + 16) as u64;
+
 /// What the `moov` box says: our walk's tracks and `mp4parse`'s reading of the two we
 /// report on.
 struct Movie {
@@ -339,6 +342,20 @@ impl Movie {
                         let slot = if t.kind == Kind::Video { &mut video } else { &mut audio };
                         slot.get_or_insert((tracks.len(), body));
                         tracks.push(t);
+                        // What we keep per track counts against the memory limit with the
+                        // moov itself: a moov of a million 36-byte audio traks is refused,
+                        // not turned into 128 bytes each.
+                        let held = moov.len() as u64 + tracks.len() as u64 * TRACK_COST;
+                        if held > limits.max_memory_bytes {
+                            return Err(ProbeError::TooLarge {
+                                what: format!(
+                                    "MP4 moov of {} bytes with over {} tracks",
+                                    moov.len(),
+                                    tracks.len()
+                                ),
+                                limit: limits.max_memory_bytes,
+                            });
+                        }
                     }
                 }
                 b"mvex" => fragmented = true,
@@ -1249,5 +1266,20 @@ mod tests {
         moov.extend(bx(b"udta", &nested));
         let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
         assert_eq!(movie.tracks[0].samples, Some(50));
+    }
+
+    /// What is kept per video or audio `trak` counts against the memory limit with the
+    /// moov: a moov of a million minimal audio traks is too large, not 120 MB of them.
+    #[test]
+    fn the_tracks_kept_count_against_the_memory_limit() {
+        let hdlr = bx(b"hdlr", &[[0u8; 8].as_slice(), b"soun", &[0; 13]].concat());
+        let trak = bx(b"trak", &bx(b"mdia", &hdlr));
+        let mut moov = fixture_moov();
+        moov.extend(trak.repeat(1000));
+        let limits = Limits { max_memory_bytes: moov.len() as u64 + 100 * TRACK_COST, ..Limits::default() };
+        let err = Movie::parse(&moov, 1 << 30, &limits).err().unwrap();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
+        let limits = Limits { max_memory_bytes: moov.len() as u64 + 1001 * TRACK_COST, ..Limits::default() };
+        assert_eq!(Movie::parse(&moov, 1 << 30, &limits).unwrap().tracks.len(), 1001);
     }
 }

@@ -24,6 +24,12 @@ const LONG8: u16 = 16;
 /// Bit 0 of NewSubfileType: a reduced-resolution version of another image (thumbnail).
 const REDUCED_RESOLUTION: u32 = 1;
 const MAX_BIGTIFF_ENTRIES: u64 = 1 << 20;
+/// The array tags of IFD0 that the `tiff` crate reads to open the image: bits per
+/// sample, strip offsets and byte counts, tile offsets and byte counts, extra samples,
+/// sample format.
+const DECODER_ARRAYS: [u16; 7] = [258, 273, 279, 324, 325, 338, 339];
+/// What the `tiff` crate holds per value of those tags while it reads them.
+const DECODER_BYTES_PER_VALUE: u64 = 32;
 /// Most IFDs followed: the set of visited offsets (loop detection) stays a few MiB.
 const MAX_IFDS: usize = 100_000;
 
@@ -115,6 +121,15 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
         if seen.len() == 1 {
             extra.orientation = ifd.orientation;
             extra.stored = ifd.width.zip(ifd.height);
+            // The `tiff` crate that reads the dimensions next keeps these tables whole,
+            // at 32 bytes a value while it converts them (4M strips took 191 MB).
+            let held = ifd.decoder_values.saturating_mul(DECODER_BYTES_PER_VALUE);
+            if held > limits.max_memory_bytes {
+                return Err(ProbeError::TooLarge {
+                    what: format!("TIFF strip and tile tables of {} values", ifd.decoder_values),
+                    limit: limits.max_memory_bytes,
+                });
+            }
         }
         if ifd.subfile_type & REDUCED_RESOLUTION == 0 {
             pages = pages.saturating_add(1);
@@ -129,6 +144,10 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
 }
 
 struct Ifd {
+    /// Values of the array tags the `tiff` crate reads to open the image (strip and
+    /// tile tables, bits and sample formats), which it holds as a list of 24-byte
+    /// values, then as a `Vec<u64>`.
+    decoder_values: u64,
     subfile_type: u32,
     orientation: Option<u16>,
     width: Option<u32>,
@@ -151,17 +170,29 @@ fn read_count<R: BufRead>(r: &mut R, layout: Layout) -> Result<u64> {
 
 /// The entries and next-IFD offset of the IFD whose count `read_count` just read.
 fn read_ifd<R: BufRead>(r: &mut R, layout: Layout, count: u64) -> Result<Ifd> {
-    let mut ifd = Ifd { subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
+    let mut ifd =
+        Ifd { decoder_values: 0, subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
     for _ in 0..count {
-        let (tag, kind, value) = if layout.big_tiff {
+        let (tag, kind, count, value) = if layout.big_tiff {
             let e: [u8; 20] = read_array(r, NAME, "an IFD entry")?;
             let mut value = [0u8; 8];
             value.copy_from_slice(&e[12..20]);
-            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), value)
+            let mut count = [0u8; 8];
+            count.copy_from_slice(&e[4..12]);
+            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), layout.u64(count), value)
         } else {
             let e: [u8; 12] = read_array(r, NAME, "an IFD entry")?;
-            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), [e[8], e[9], e[10], e[11], 0, 0, 0, 0])
+            let count = u64::from(layout.u32([e[4], e[5], e[6], e[7]]));
+            (
+                layout.u16([e[0], e[1]]),
+                layout.u16([e[2], e[3]]),
+                count,
+                [e[8], e[9], e[10], e[11], 0, 0, 0, 0],
+            )
         };
+        if DECODER_ARRAYS.contains(&tag) {
+            ifd.decoder_values = ifd.decoder_values.saturating_add(count);
+        }
         // The values we read sit inline (left-justified) in the entry: one SHORT, LONG
         // or (BigTIFF) LONG8.
         let inline = |kind: u16| match kind {
@@ -294,5 +325,36 @@ mod tests {
         f.extend_from_slice(&[0x00, 0x01, 3, 0, 1, 0, 0, 0, 4, 0, 0, 0]);
         f.extend_from_slice(&8u32.to_le_bytes());
         assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
+    }
+
+    /// Issue 9 class: the `tiff` crate keeps IFD0's strip tables whole, at about 32
+    /// bytes a value while it reads them (4M strips in 32 MB took 191 MB). Tables that
+    /// would take more than the memory limit are refused before it reads them.
+    #[test]
+    fn strip_tables_larger_than_the_memory_budget_are_refused_before_the_decoder() {
+        let strips = |n: u32| -> Vec<u8> {
+            let entries: &[(u16, u16, u32)] = &[(IMAGE_WIDTH, SHORT, 64), (IMAGE_LENGTH, SHORT, 64)];
+            let mut f = tiff(&[entries]);
+            // Two more entries in IFD0: StripOffsets and StripByteCounts, n LONGs each.
+            let ifd_end = f.len() - 4;
+            f.truncate(ifd_end);
+            f[8..10].copy_from_slice(&4u16.to_le_bytes());
+            for tag in [273u16, 279] {
+                f.extend_from_slice(&tag.to_le_bytes());
+                f.extend_from_slice(&LONG.to_le_bytes());
+                f.extend_from_slice(&n.to_le_bytes());
+                f.extend_from_slice(&0u32.to_le_bytes());
+            }
+            f.extend_from_slice(&0u32.to_le_bytes());
+            f
+        };
+        let limits = Limits { max_memory_bytes: 64 * 1000, ..Limits::default() };
+        let walk_with = |f: Vec<u8>| {
+            let size = f.len() as u64;
+            walk(&mut Cursor::new(f), size, &limits)
+        };
+        assert_eq!(walk_with(strips(1000)).unwrap().stored, Some((64, 64)));
+        let err = walk_with(strips(1001)).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
     }
 }

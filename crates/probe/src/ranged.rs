@@ -5,10 +5,10 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
-use crate::Format;
+use crate::{Format, Source};
 
 /// A half-open range of bytes `[offset, offset + len)` of an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -239,6 +239,111 @@ impl Read for SourceFile {
 impl Seek for SourceFile {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+/// The buffer of a [`WalkReader`]: as large as the least a ranged fetch asks for, so
+/// that the miss a fill reports on a partial source (its length is the buffer's) never
+/// widens a fetch beyond what the policy would fetch anyway.
+pub(crate) const WALK_BUFFER: usize = 64 * 1024;
+
+/// The reader header walks go through: buffered, and aware of its position and of the
+/// source's length, so that a seek landing inside the buffer costs no system call and
+/// neither do `stream_position` nor a seek from the end. A walk over a million 8-byte
+/// boxes then costs one read per 64 KiB instead of a seek and a read per box.
+///
+/// Each fill is one read of the inner source, which on a partial source stops at the end
+/// of a downloaded run without failing: only a read that starts on a missing byte fails,
+/// so the first miss is still the first byte the walk needs.
+#[derive(Debug)]
+pub(crate) struct WalkReader<R = SourceFile> {
+    inner: BufReader<R>,
+    pos: u64,
+    len: u64,
+}
+
+impl WalkReader<SourceFile> {
+    /// A walk reader on an independent handle on `src`, positioned at the start.
+    pub(crate) fn open(src: &Source) -> io::Result<Self> {
+        Ok(WalkReader::new(src.file()?, src.size()))
+    }
+}
+
+impl<R: Read + Seek> WalkReader<R> {
+    /// `inner` must be positioned at 0; `len` is the source's length (on a partial
+    /// source, the asset's full length).
+    pub(crate) fn new(inner: R, len: u64) -> Self {
+        WalkReader { inner: BufReader::with_capacity(WALK_BUFFER, inner), pos: 0, len }
+    }
+
+    /// The source's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The bytes from the position to the end of the source.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.len.saturating_sub(self.pos)
+    }
+}
+
+impl<R: Read + Seek> Read for WalkReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    // BufReader's own, which copies straight from its buffer when the bytes are there:
+    // the common case of a walk reading an 8-byte header.
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self.inner.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // After a failed read_exact the position is unspecified: put it back
+                // where the read started, so that it stays ours to know.
+                self.inner.seek(SeekFrom::Start(self.pos))?;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: Read + Seek> BufRead for WalkReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.pos += amt as u64;
+    }
+}
+
+impl<R: Read + Seek> Seek for WalkReader<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start or past 2^64"))?;
+        match i64::try_from(i128::from(target) - i128::from(self.pos)) {
+            // Inside the buffer this moves a cursor; outside, it seeks the inner reader.
+            Ok(delta) => self.inner.seek_relative(delta)?,
+            Err(_) => {
+                self.inner.seek(SeekFrom::Start(target))?;
+            }
+        }
+        self.pos = target;
+        Ok(target)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
         Ok(self.pos)
     }
 }
@@ -507,5 +612,85 @@ mod tests {
         g.seek(SeekFrom::Start(250)).unwrap();
         assert!(g.read(&mut buf).is_err());
         assert_eq!(present.first_miss(), Some(MissingBytes { offset: 10, len: 64 }));
+    }
+
+    /// Counts the reads that reach the source.
+    struct CountingReads<R> {
+        inner: R,
+        reads: Arc<Mutex<u32>>,
+    }
+
+    impl<R: Read> Read for CountingReads<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            *self.reads.lock().unwrap() += 1;
+            self.inner.read(buf)
+        }
+    }
+
+    impl<R: Seek> Seek for CountingReads<R> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_walk_of_tiny_structures_reads_the_source_once_per_buffer() {
+        // 8-byte "boxes" over 1 MiB, visited by absolute seeks as a box walk does.
+        let bytes: Vec<u8> = (0..1u32 << 17).flat_map(|i| [i.to_be_bytes(), [0; 4]].concat()).collect();
+        let reads = Arc::new(Mutex::new(0));
+        let counting = CountingReads { inner: io::Cursor::new(&bytes[..]), reads: reads.clone() };
+        let mut r = WalkReader::new(counting, bytes.len() as u64);
+        for i in 0..1u32 << 17 {
+            r.seek(SeekFrom::Start(u64::from(i) * 8)).unwrap();
+            let mut head = [0u8; 4];
+            r.read_exact(&mut head).unwrap();
+            assert_eq!(u32::from_be_bytes(head), i);
+            assert_eq!(r.stream_position().unwrap(), u64::from(i) * 8 + 4);
+        }
+        assert_eq!(*reads.lock().unwrap(), (bytes.len() / WALK_BUFFER) as u32);
+        // From the end, and back: no read either until bytes are wanted.
+        assert_eq!(r.seek(SeekFrom::End(-8)).unwrap(), bytes.len() as u64 - 8);
+        assert_eq!(r.remaining(), 8);
+        assert!(r.seek(SeekFrom::Current(-(bytes.len() as i64) - 1)).is_err());
+    }
+
+    #[test]
+    fn a_buffered_walk_on_a_partial_source_misses_the_first_byte_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, (0..=255u8).collect::<Vec<_>>()).unwrap();
+        let present = Arc::new(Present::new(set(&[(0, 10), (20, 30)]), 256));
+        let file = SourceFile::new(File::open(&path).unwrap(), Some(present.clone()));
+        let mut r = WalkReader::new(file, 256);
+        let mut buf = [0u8; 4];
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [0, 1, 2, 3]);
+        // The fill stopped at the end of the run: the bytes after it are not asked for.
+        r.seek(SeekFrom::Start(22)).unwrap();
+        r.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [22, 23, 24, 25]);
+        assert_eq!(present.first_miss(), None);
+        // Four bytes from 8 need the missing byte 10: that is the miss.
+        r.seek(SeekFrom::Start(8)).unwrap();
+        let err = r.read_exact(&mut buf).unwrap_err();
+        assert_eq!(MissingBytes::from_io(&err).map(|m| m.offset), Some(10));
+        assert_eq!(present.first_miss().map(|m| m.offset), Some(10));
+        // Its length is the buffer's, which the fetch policy never widens past.
+        assert!(present.first_miss().unwrap().len <= WALK_BUFFER as u64);
+    }
+
+    #[test]
+    fn a_failed_read_exact_leaves_the_walk_where_the_read_started() {
+        let mut r = WalkReader::new(io::Cursor::new((0..10u8).collect::<Vec<_>>()), 10);
+        r.seek(SeekFrom::Start(6)).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read_exact(&mut buf).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(r.stream_position().unwrap(), 6);
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).unwrap();
+        assert_eq!(two, [6, 7]);
+        r.seek(SeekFrom::Current(-8)).unwrap();
+        r.read_exact(&mut two).unwrap();
+        assert_eq!(two, [0, 1]);
     }
 }

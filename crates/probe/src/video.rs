@@ -10,6 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use asset_core::{AssetMetadata, DataType, Limits};
 
+use crate::ranged::WalkReader;
 use crate::{Format, ProbeError, Result, Source};
 
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
@@ -101,10 +102,11 @@ fn io_or_truncated(e: io::Error, format: &'static str, what: &str) -> ProbeError
 }
 
 /// Reads `len` bytes at `offset` into a fresh buffer, after checking `len` against the
-/// memory limit. The buffer grows only as bytes actually arrive, so a size that the file
-/// declares but does not hold never becomes an allocation.
+/// memory limit. The buffer is sized once, for the bytes the source holds from
+/// `offset` at most, so a size that the file declares but does not hold never becomes
+/// an allocation, and one that it holds is not allocated twice over by growth.
 fn read_block<R: Read + Seek>(
-    r: &mut R,
+    r: &mut WalkReader<R>,
     offset: u64,
     len: u64,
     limits: &Limits,
@@ -118,7 +120,7 @@ fn read_block<R: Read + Seek>(
         });
     }
     r.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(usize::try_from(len.min(r.remaining())).unwrap_or(0));
     r.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(ProbeError::truncated(format, format!("the file ends inside {what}")));
@@ -150,11 +152,11 @@ mod tests {
     fn parse_bytes(format: Format, bytes: &[u8]) -> Result<Streams> {
         let limits = Limits::default();
         let size = bytes.len() as u64;
-        let mut cursor = io::Cursor::new(bytes);
+        let mut r = WalkReader::new(io::Cursor::new(bytes), size);
         match format {
             Format::Matroska => mkv::probe_bytes(bytes, &limits),
-            Format::Avi => avi::probe_reader(&mut cursor, size, &limits),
-            _ => mp4::probe_reader(&mut cursor, size, &limits),
+            Format::Avi => avi::probe_reader(&mut r, &limits),
+            _ => mp4::probe_reader(&mut r, &limits),
         }
     }
 
@@ -228,6 +230,52 @@ mod tests {
         assert_eq!((m.width, m.height, m.frame_count), (Some(160), Some(90), Some(50)));
     }
 
+    /// Counts the reads that reach the source, to show a walk is buffered.
+    pub(super) struct CountingReads<R> {
+        pub(super) inner: R,
+        pub(super) reads: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl<R: Read> Read for CountingReads<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.read(buf)
+        }
+    }
+
+    impl<R: Seek> Seek for CountingReads<R> {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    /// Issue 9: a seek and a read per structure made 80 MB of empty `free` boxes or
+    /// `JUNK` chunks cost 7 s. The walks read a buffer at a time.
+    #[test]
+    fn many_empty_boxes_and_chunks_cost_a_read_per_buffer() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets/video");
+        let mp4 = std::fs::read(dir.join("moov-at-end.mp4")).unwrap();
+        let avi = std::fs::read(dir.join("mpeg4.avi")).unwrap();
+        let cases = [
+            (Format::IsoBmff, [&mp4[..32], &b"\0\0\0\x08free".repeat(100_000), &mp4[32..]].concat()),
+            (Format::Avi, [&avi[..12], &b"JUNK\0\0\0\0".repeat(100_000), &avi[12..]].concat()),
+        ];
+        for (format, bytes) in cases {
+            let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+            let counting = CountingReads { inner: io::Cursor::new(&bytes[..]), reads: reads.clone() };
+            let mut r = WalkReader::new(counting, bytes.len() as u64);
+            let s = match format {
+                Format::Avi => avi::probe_reader(&mut r, &Limits::default()),
+                _ => mp4::probe_reader(&mut r, &Limits::default()),
+            }
+            .unwrap();
+            let v = s.video.unwrap();
+            assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(50)), "{format:?}");
+            let most = bytes.len() / crate::ranged::WALK_BUFFER + 4;
+            assert!(reads.get() <= most, "{format:?}: {} reads for {} bytes", reads.get(), bytes.len());
+        }
+    }
+
     #[test]
     fn no_stream_at_all_is_unsupported() {
         let err = Streams::default().into_metadata(Format::IsoBmff, 0).unwrap_err();
@@ -237,7 +285,7 @@ mod tests {
     #[test]
     fn read_block_refuses_more_than_the_memory_limit_and_reports_short_files() {
         let limits = Limits { max_memory_bytes: 16, ..Limits::default() };
-        let mut r = io::Cursor::new(vec![0u8; 10]);
+        let mut r = WalkReader::new(io::Cursor::new(vec![0u8; 10]), 10);
         let err = read_block(&mut r, 0, 1 << 40, &limits, "MP4", "moov").unwrap_err();
         assert_eq!(err.code().as_str(), "too_large");
         let err = read_block(&mut r, 4, 8, &limits, "MP4", "moov").unwrap_err();

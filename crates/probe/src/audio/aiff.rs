@@ -1,15 +1,20 @@
 //! AIFF and AIFF-C: everything is in the `COMM` chunk (frame count, channels, sample
-//! size, an 80-bit extended sample rate and, in AIFF-C, the compression type).
+//! size, an 80-bit extended sample rate and, in AIFF-C, the compression type). The
+//! chunks before it are stepped over through a buffered reader; a walk stopped by
+//! `max_items` says so.
+
+use std::io::{Read, Seek};
 
 use asset_core::Limits;
 
 use super::{Stream, read_at, read_exact_at, u16_be, u32_be};
+use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
 const FORMAT: &str = "aiff";
 
 pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Stream> {
-    let mut file = src.file()?;
+    let mut file = WalkReader::open(src)?;
     let size = src.size();
     let mut form = [0u8; 12];
     read_exact_at(&mut file, 0, &mut form, FORMAT, "FORM header")?;
@@ -18,7 +23,13 @@ pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Stream> {
 
     let mut pos = 12u64;
     let mut chunks = 0u64;
-    while pos.saturating_add(8) <= size && chunks < limits.max_items {
+    while pos.saturating_add(8) <= size {
+        if chunks == limits.max_items {
+            return Err(ProbeError::TooLarge {
+                what: "the number of AIFF chunks before the COMM chunk".into(),
+                limit: limits.max_items,
+            });
+        }
         chunks += 1;
         let mut head = [0u8; 8];
         read_exact_at(&mut file, pos, &mut head, FORMAT, "chunk header")?;
@@ -38,7 +49,7 @@ pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Stream> {
     }
 }
 
-fn parse_comm(file: &mut crate::SourceFile, at: u64, len: u64, aifc: bool) -> Result<Stream> {
+fn parse_comm<R: Read + Seek>(file: &mut R, at: u64, len: u64, aifc: bool) -> Result<Stream> {
     let need = if aifc { 22 } else { 18 };
     if len < need {
         return Err(ProbeError::corrupt(FORMAT, format!("COMM chunk of {len} bytes, {need} needed")));

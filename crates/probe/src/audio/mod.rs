@@ -292,4 +292,46 @@ mod tests {
         let err = crate::probe_in_place(&path, &Limits::default()).unwrap_err();
         assert_eq!(err.code(), asset_core::ErrorCode::CorruptFile, "{err}");
     }
+
+    /// A WAV whose RIFF size claims more than the file (as a streamed one does), with
+    /// `junk` empty chunks before `fmt ` and `data`.
+    fn wav_after_junk(junk: usize) -> Vec<u8> {
+        let mut wav = b"RIFF\xF0\xFF\xFF\xFFWAVE".to_vec();
+        for _ in 0..junk {
+            wav.extend_from_slice(b"JUNK\0\0\0\0");
+        }
+        wav.extend_from_slice(b"fmt \x10\0\0\0\x01\0\x01\0\x40\x1F\0\0\x80\x3E\0\0\x02\0\x10\0");
+        wav.extend_from_slice(b"data\x40\x1F\0\0");
+        wav.resize(wav.len() + 8000, 0);
+        wav
+    }
+
+    /// Issue 9: a walk stopped by `max_items` fell out of the loop as if the file had
+    /// ended, and a RIFF size past the end made that `truncated`.
+    #[test]
+    fn wav_that_hits_the_item_limit_is_too_large_not_truncated() {
+        let (_dir, path) = write_temp(&wav_after_junk(30));
+        let m = crate::probe_in_place(&path, &Limits::default()).unwrap();
+        assert_eq!((m.sample_rate, m.duration_seconds), (Some(8000), Some(0.5)));
+        let limits = Limits { max_items: 10, ..Limits::default() };
+        let err = crate::probe_in_place(&path, &limits).unwrap_err();
+        assert_eq!(err.code(), asset_core::ErrorCode::TooLarge, "{err}");
+        assert!(err.to_string().contains("exceeds the limit of 10"), "{err}");
+    }
+
+    #[test]
+    fn aiff_that_hits_the_item_limit_is_too_large() {
+        let mut aiff = b"FORM\0\0\x01\0AIFF".to_vec();
+        for _ in 0..30 {
+            aiff.extend_from_slice(b"APPL\0\0\0\0");
+        }
+        aiff.extend_from_slice(b"COMM\0\0\0\x12\0\x01\0\0\x1F\x40\0\x10");
+        aiff.extend_from_slice(&[0x40, 0x0B, 0xFA, 0, 0, 0, 0, 0, 0, 0]);
+        let (_dir, path) = write_temp(&aiff);
+        let m = crate::probe_in_place(&path, &Limits::default()).unwrap();
+        assert_eq!((m.sample_rate, m.duration_seconds), (Some(8000), Some(1.0)));
+        let limits = Limits { max_items: 10, ..Limits::default() };
+        let err = crate::probe_in_place(&path, &limits).unwrap_err();
+        assert_eq!(err.code(), asset_core::ErrorCode::TooLarge, "{err}");
+    }
 }

@@ -1,6 +1,9 @@
 //! HEIF/AVIF (ISO BMFF still images): reads the `meta` box, bounded in size, and
 //! derives the primary item's display size from its `ispe`, `clap` and `irot`
-//! properties; the EXIF item's orientation is reported when it is there.
+//! properties; the EXIF item's orientation is reported when it is there. Only what the
+//! primary item needs is kept (its associations, its properties): a `meta` of millions
+//! of boxes, entries or extents costs one pass over its bytes, never a loop per
+//! declared element that takes no room.
 
 use std::io::{BufRead, Seek, SeekFrom};
 
@@ -67,39 +70,53 @@ fn parse_meta<R: BufRead + Seek>(
     limits: &Limits,
 ) -> Result<Info> {
     let mut budget = Budget::new(limits, name);
-    let mut primary = None;
-    let mut properties: Vec<([u8; 4], &[u8])> = Vec::new();
-    let mut associations: Vec<(u32, Vec<u16>)> = Vec::new();
-    let mut exif_item = None;
-    let mut iloc = None;
-    let mut idat: &[u8] = &[];
     let body = meta.get(4..).ok_or_else(|| ProbeError::corrupt(name, "meta box too short"))?;
-    for (kind, data) in children(body, name, &mut budget)? {
+    // The boxes we read, by reference (the last of each, as a reader that assigns them
+    // in turn keeps): nothing is collected per child, so a million of them cost a pass.
+    let (mut pitm, mut iinf, mut iloc, mut ipco) = (None, None, None, None);
+    let mut idat: &[u8] = &[];
+    for child in children(body, name) {
+        let (kind, data) = child?;
+        budget.spend()?;
         match &kind {
-            b"pitm" => {
-                let mut b = Bytes::full_box(data, name)?;
-                primary = Some(if b.version == 0 { u32::from(b.u16()?) } else { b.u32()? });
-            }
+            b"pitm" => pitm = Some(data),
             b"iprp" => {
-                for (kind, data) in children(data, name, &mut budget)? {
-                    match &kind {
-                        b"ipco" => properties = children(data, name, &mut budget)?,
-                        b"ipma" => associations.extend(parse_ipma(data, name, &mut budget)?),
-                        _ => {}
+                for p in children(data, name) {
+                    let (kind, data) = p?;
+                    budget.spend()?;
+                    if &kind == b"ipco" {
+                        ipco = Some(data);
                     }
                 }
             }
-            b"iinf" => exif_item = find_exif_item(data, name, &mut budget)?,
+            b"iinf" => iinf = Some(data),
             b"iloc" => iloc = Some(data),
             b"idat" => idat = data,
             _ => {}
         }
     }
-    let primary = primary.ok_or_else(|| ProbeError::corrupt(name, "no primary item (pitm)"))?;
-    let assoc: &[u16] =
-        associations.iter().find(|(id, _)| *id == primary).map(|(_, a)| a.as_slice()).unwrap_or(&[]);
-    let props: Vec<([u8; 4], &[u8])> =
-        assoc.iter().filter_map(|&i| properties.get(usize::from(i).checked_sub(1)?).copied()).collect();
+    let pitm = pitm.ok_or_else(|| ProbeError::corrupt(name, "no primary item (pitm)"))?;
+    let mut b = Bytes::full_box(pitm, name)?;
+    let primary = if b.version == 0 { u32::from(b.u16()?) } else { b.u32()? };
+    // The primary item's associations: the first entry for it, in the ipma boxes in order.
+    let mut assoc = None;
+    'iprp: for child in children(body, name) {
+        let (kind, data) = child?;
+        if &kind != b"iprp" {
+            continue;
+        }
+        for p in children(data, name) {
+            let (kind, data) = p?;
+            if &kind == b"ipma"
+                && let Some(a) = associations_of(primary, data, name, &mut budget)?
+            {
+                assoc = Some(a);
+                break 'iprp;
+            }
+        }
+    }
+    let assoc = assoc.unwrap_or_default();
+    let props = properties(ipco.unwrap_or_default(), &assoc, name, &mut budget)?;
     let (mut width, mut height) = props
         .iter()
         .find(|(k, _)| k == b"ispe")
@@ -129,6 +146,10 @@ fn parse_meta<R: BufRead + Seek>(
             _ => {}
         }
     }
+    let exif_item = match iinf {
+        Some(iinf) => find_exif_item(iinf, name, &mut budget)?,
+        None => None,
+    };
     let orientation = match (exif_item, iloc) {
         (Some(item), Some(iloc)) => read_exif_item(item, iloc, idat, r, name)?,
         _ => None,
@@ -136,47 +157,87 @@ fn parse_meta<R: BufRead + Seek>(
     Ok(Info { width, height, orientation })
 }
 
-/// The boxes inside `data`, as (type, payload).
-fn children<'a>(data: &'a [u8], name: &'static str, budget: &mut Budget) -> Result<Vec<([u8; 4], &'a [u8])>> {
-    let mut out = Vec::new();
+/// The boxes inside `data`, as (type, payload), one at a time.
+fn children<'a>(data: &'a [u8], name: &'static str) -> impl Iterator<Item = Result<([u8; 4], &'a [u8])>> {
     let mut b = Bytes::new(data, name);
-    while !b.rest().is_empty() {
-        budget.spend()?;
-        let size = b.u32()?;
-        let kind = b.fourcc()?;
-        let payload = match size {
-            0 => b.rest().len(),
-            1 => usize::try_from(b.u64()?).ok().and_then(|s| s.checked_sub(16)).ok_or_else(|| b.short())?,
-            n => (n as usize).checked_sub(8).ok_or_else(|| b.short())?,
-        };
-        out.push((kind, b.take(payload)?));
-    }
-    Ok(out)
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || b.rest().is_empty() {
+            return None;
+        }
+        let next = (|| {
+            let size = b.u32()?;
+            let kind = b.fourcc()?;
+            let payload = match size {
+                0 => b.rest().len(),
+                1 => {
+                    usize::try_from(b.u64()?).ok().and_then(|s| s.checked_sub(16)).ok_or_else(|| b.short())?
+                }
+                n => (n as usize).checked_sub(8).ok_or_else(|| b.short())?,
+            };
+            Ok((kind, b.take(payload)?))
+        })();
+        failed = next.is_err();
+        Some(next)
+    })
 }
 
-/// Item property associations: item ID → 1-based property indices, in order.
-fn parse_ipma(data: &[u8], name: &'static str, budget: &mut Budget) -> Result<Vec<(u32, Vec<u16>)>> {
+/// The 1-based property indices associated with `item` by the first `ipma` entry for
+/// it, or `None` if this `ipma` has none. Entries before it are stepped over by their
+/// sizes; each takes at least 3 bytes, so the declared count cannot outrun the box.
+fn associations_of(
+    item: u32,
+    data: &[u8],
+    name: &'static str,
+    budget: &mut Budget,
+) -> Result<Option<Vec<u16>>> {
     let mut b = Bytes::full_box(data, name)?;
     let count = b.u32()?;
-    let mut out = Vec::new();
+    let wide = b.flags & 1 != 0;
     for _ in 0..count {
         budget.spend()?;
-        let item = if b.version < 1 { u32::from(b.u16()?) } else { b.u32()? };
+        let id = if b.version < 1 { u32::from(b.u16()?) } else { b.u32()? };
         let n = b.u8()?;
+        if id != item {
+            b.take(usize::from(n) * if wide { 2 } else { 1 })?;
+            continue;
+        }
         let mut indices = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            indices.push(if b.flags & 1 != 0 { b.u16()? & 0x7FFF } else { u16::from(b.u8()? & 0x7F) });
+            indices.push(if wide { b.u16()? & 0x7FFF } else { u16::from(b.u8()? & 0x7F) });
         }
-        out.push((item, indices));
+        return Ok(Some(indices));
     }
-    Ok(out)
+    Ok(None)
+}
+
+/// The properties of `ipco` at the given 1-based indices, in the order given (at most
+/// 255 of them): the walk stops past the largest index and keeps nothing else.
+fn properties<'a>(
+    ipco: &'a [u8],
+    indices: &[u16],
+    name: &'static str,
+    budget: &mut Budget,
+) -> Result<Vec<([u8; 4], &'a [u8])>> {
+    let mut found: Vec<Option<([u8; 4], &'a [u8])>> = vec![None; indices.len()];
+    let last = indices.iter().copied().max().unwrap_or(0);
+    for (i, child) in (1u16..=last).zip(children(ipco, name)) {
+        let child = child?;
+        budget.spend()?;
+        for (slot, _) in found.iter_mut().zip(indices).filter(|&(_, &want)| want == i) {
+            *slot = Some(child);
+        }
+    }
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The ID of the first item of type `Exif`, from `iinf`'s `infe` entries (version 2+).
 fn find_exif_item(data: &[u8], name: &'static str, budget: &mut Budget) -> Result<Option<u32>> {
     let mut b = Bytes::full_box(data, name)?;
     let _count = if b.version == 0 { u32::from(b.u16()?) } else { b.u32()? };
-    for (kind, infe) in children(b.rest(), name, budget)? {
+    for child in children(b.rest(), name) {
+        let (kind, infe) = child?;
+        budget.spend()?;
         if &kind != b"infe" {
             continue;
         }
@@ -225,29 +286,49 @@ fn read_exif_item<R: BufRead + Seek>(
 }
 
 /// An item's construction method and first extent (absolute offset, length) from `iloc`.
+/// Each item's extents are stepped over as one slice of `extents × extent size` bytes,
+/// so fields of 0 bytes (an extent that takes no room) cost nothing per extent, and an
+/// item count the box cannot hold is refused before the loop.
 fn locate(item: u32, iloc: &[u8], name: &'static str) -> Result<Option<(u8, u64, u64)>> {
     let mut b = Bytes::full_box(iloc, name)?;
     let sizes = b.u8()?;
     let (offset_size, length_size) = (sizes >> 4, sizes & 0x0F);
     let sizes = b.u8()?;
     let base_size = sizes >> 4;
-    let index_size = if b.version == 1 || b.version == 2 { sizes & 0x0F } else { 0 };
+    let has_index = b.version == 1 || b.version == 2;
+    let index_size = if has_index { sizes & 0x0F } else { 0 };
+    for n in [offset_size, length_size, base_size, index_size] {
+        if !matches!(n, 0 | 4 | 8) {
+            return Err(ProbeError::corrupt(name, format!("an iloc field of {n} bytes")));
+        }
+    }
     let count = if b.version < 2 { u32::from(b.u16()?) } else { b.u32()? };
+    // ID, construction method, data reference index, base offset, extent count.
+    let id_len: u64 = if b.version < 2 { 2 } else { 4 };
+    let least = id_len + if has_index { 2 } else { 0 } + 2 + u64::from(base_size) + 2;
+    if u64::from(count) * least > b.rest().len() as u64 {
+        return Err(ProbeError::corrupt(
+            name,
+            format!("iloc declares {count} items that its {} bytes cannot hold", iloc.len()),
+        ));
+    }
+    let extent_len = usize::from(index_size) + usize::from(offset_size) + usize::from(length_size);
     for _ in 0..count {
         let id = if b.version < 2 { u32::from(b.u16()?) } else { b.u32()? };
-        let method = if b.version == 1 || b.version == 2 { (b.u16()? & 0x0F) as u8 } else { 0 };
+        let method = if has_index { (b.u16()? & 0x0F) as u8 } else { 0 };
         let _data_ref = b.u16()?;
         let base = b.sized(base_size)?;
         let extents = b.u16()?;
-        let mut first = None;
-        for _ in 0..extents {
-            b.sized(index_size)?;
-            let offset = b.sized(offset_size)?;
-            let length = b.sized(length_size)?;
-            first.get_or_insert((offset, length));
-        }
+        let all = b.take(usize::from(extents) * extent_len)?;
         if id == item {
-            return Ok(first.map(|(offset, length)| (method, base.saturating_add(offset), length)));
+            if extents == 0 {
+                return Ok(None);
+            }
+            let mut e = Bytes::new(all, name);
+            e.sized(index_size)?;
+            let offset = e.sized(offset_size)?;
+            let length = e.sized(length_size)?;
+            return Ok(Some((method, base.saturating_add(offset), length)));
         }
     }
     Ok(None)
@@ -419,5 +500,63 @@ mod tests {
         let mut f = heif(&[ispe(65, 33)]);
         f[3] = 4; // ftyp declares 4 bytes
         assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
+    }
+
+    /// A HEIF with an EXIF item whose `iloc` (version 2, all fields 0 bytes wide)
+    /// lists `items` other items of 65535 extents each first, then the EXIF item.
+    fn heif_with_iloc(items: u32, iloc_count: u32) -> Vec<u8> {
+        let infe = |id: u16, kind: &[u8; 4]| {
+            full(b"infe", 2, 0, &[&id.to_be_bytes()[..], &[0, 0], kind, b"\0"].concat())
+        };
+        let iinf =
+            full(b"iinf", 0, 0, &[&2u16.to_be_bytes()[..], &infe(1, b"hvc1"), &infe(2, b"Exif")].concat());
+        let mut iloc = vec![0u8, 0];
+        iloc.extend_from_slice(&iloc_count.to_be_bytes());
+        for i in 0..items {
+            iloc.extend_from_slice(&(1000 + i).to_be_bytes());
+            iloc.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF]);
+        }
+        iloc.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0xFF, 0xFF]);
+        let ipma = [0, 0, 0, 1, 0, 1, 1, 0x81];
+        let iprp = bx(b"iprp", &[bx(b"ipco", &ispe(64, 48)), full(b"ipma", 0, 0, &ipma)].concat());
+        let meta = full(
+            b"meta",
+            0,
+            0,
+            &[full(b"pitm", 0, 0, &[0, 1]), iinf, full(b"iloc", 2, 0, &iloc), iprp].concat(),
+        );
+        [bx(b"ftyp", b"heic\0\0\0\0mif1heic"), meta].concat()
+    }
+
+    /// Issue 9: with 0-byte offset, length and index fields an extent takes no room,
+    /// and the walk looped 65535 times per 10 bytes of `iloc` (1 MB took 80 s). The
+    /// extents are now stepped over as one empty slice.
+    #[test]
+    fn iloc_zero_size_fields_cost_no_loop_per_extent() {
+        let info = run(heif_with_iloc(20_000, 20_001)).unwrap();
+        assert_eq!((info.width, info.height, info.orientation), (64, 48, None));
+    }
+
+    #[test]
+    fn iloc_declaring_more_items_than_it_holds_is_corrupt() {
+        let err = run(heif_with_iloc(10, u32::MAX)).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file");
+        assert!(err.to_string().contains("iloc declares 4294967295 items"), "{err}");
+    }
+
+    #[test]
+    fn the_primary_items_associations_are_found_among_many() {
+        // ipma entries for 60,000 other items (no properties each), then item 1's.
+        let mut ipma = 60_001u32.to_be_bytes().to_vec();
+        for i in 0..60_000u16 {
+            ipma.extend_from_slice(&(2 + i).to_be_bytes());
+            ipma.push(0);
+        }
+        ipma.extend_from_slice(&[0, 1, 2, 0x81, 0x82]);
+        let ipco = [ispe(65, 33), bx(b"irot", &[1])].concat();
+        let iprp = bx(b"iprp", &[bx(b"ipco", &ipco), full(b"ipma", 0, 0, &ipma)].concat());
+        let meta = full(b"meta", 0, 0, &[full(b"pitm", 0, 0, &[0, 1]), iprp].concat());
+        let info = run([bx(b"ftyp", b"heic\0\0\0\0mif1heic"), meta].concat()).unwrap();
+        assert_eq!((info.width, info.height), (33, 65));
     }
 }

@@ -12,7 +12,8 @@ mod tiff;
 mod webp;
 
 use crate::SourceFile;
-use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
+use crate::ranged::WalkReader;
+use std::io::{self, BufRead, Cursor, Read, Seek, SeekFrom};
 
 use asset_core::{AssetMetadata, DataType, Limits};
 
@@ -37,21 +38,21 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
     let mut meta = AssetMetadata::new(DataType::Image, format.mime(), src.size());
     let (stored, extra) = match format {
         Format::Jpeg => {
-            let header = jpeg::walk(&mut src.reader()?, src.size(), limits)?;
+            let header = jpeg::walk(&mut walk_reader(src)?, src.size(), limits)?;
             let dims = dimensions(Cursor::new(header.minimal), image::ImageFormat::Jpeg, "JPEG", limits);
             let extra = Extra { stored: header.stored, orientation: header.orientation, ..Extra::default() };
             (Some(or_walked(dims, &extra)?), extra)
         }
         Format::Png => {
-            let extra = png::walk(&mut seeking_reader(src)?, limits)?;
-            (Some(dimensions(src.reader()?, image::ImageFormat::Png, "PNG", limits)?), extra)
+            let (extra, header) = png::walk(&mut walk_reader(src)?, limits)?;
+            (Some(dimensions(Cursor::new(header), image::ImageFormat::Png, "PNG", limits)?), extra)
         }
         Format::Gif => {
-            let extra = gif::walk(&mut src.reader()?, limits)?;
+            let extra = gif::walk(&mut walk_reader(src)?, limits)?;
             (Some(dimensions(src.reader()?, image::ImageFormat::Gif, "GIF", limits)?), extra)
         }
         Format::WebP => {
-            let extra = webp::walk(&mut seeking_reader(src)?, src.size(), limits)?;
+            let extra = webp::walk(&mut walk_reader(src)?, src.size(), limits)?;
             (Some(dimensions(src.reader()?, image::ImageFormat::WebP, "WebP", limits)?), extra)
         }
         Format::Bmp => {
@@ -60,13 +61,13 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
             (Some(dims), Extra::default())
         }
         Format::Tiff => {
-            let extra = tiff::walk(&mut src.reader()?, src.size(), limits)?;
+            let extra = tiff::walk(&mut walk_reader(src)?, src.size(), limits)?;
             let dims = dimensions(src.reader()?, image::ImageFormat::Tiff, "TIFF", limits);
             (Some(or_walked(dims, &extra)?), extra)
         }
         Format::Avif | Format::Heic => {
             let name = if format == Format::Avif { "AVIF" } else { "HEIF" };
-            let info = heif::walk(&mut seeking_reader(src)?, src.size(), name, limits)?;
+            let info = heif::walk(&mut walk_reader(src)?, src.size(), name, limits)?;
             check_limits(info.width, info.height, limits)?;
             // The HEIF transforms (clap, irot) are already applied: MIAF readers ignore the
             // EXIF orientation, so it is reported but swaps nothing.
@@ -241,10 +242,11 @@ fn skip<R: BufRead + Seek>(r: &mut R, n: u64, format: &'static str, what: &str) 
     }
 }
 
-/// A reader for walks that mostly seek over large chunks: a small buffer, so that
-/// reading a chunk header does not read kilobytes of the chunk it then skips.
-fn seeking_reader(src: &Source) -> Result<BufReader<SourceFile>> {
-    Ok(BufReader::with_capacity(512, src.file()?))
+/// The reader of the walkers: buffered, so a walk over thousands of small chunks costs a
+/// read per 64 KiB, and aware of the file's length, so [`skip`] seeks without a
+/// system call and a skip inside the buffer keeps it.
+fn walk_reader(src: &Source) -> Result<WalkReader<SourceFile>> {
+    Ok(WalkReader::open(src)?)
 }
 
 /// Counts walked items (chunks, blocks, IFDs) against `limits.max_items`.
@@ -349,7 +351,7 @@ mod tests {
 
     #[test]
     fn skip_uses_the_buffer_then_seeks_and_notices_the_end() {
-        let mut r = BufReader::with_capacity(4, Cursor::new((0u8..20).collect::<Vec<u8>>()));
+        let mut r = std::io::BufReader::with_capacity(4, Cursor::new((0u8..20).collect::<Vec<u8>>()));
         skip(&mut r, 2, "PNG", "x").unwrap();
         assert_eq!(read_array::<1, _>(&mut r, "PNG", "x").unwrap(), [2]);
         skip(&mut r, 10, "PNG", "x").unwrap();

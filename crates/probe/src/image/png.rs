@@ -1,5 +1,8 @@
-//! PNG chunk walk: the APNG frame count (acTL), the EXIF orientation (eXIf), and a
-//! file cut short anywhere (no IEND) reported as truncated.
+//! PNG chunk walk: the APNG frame count (acTL), the EXIF orientation (eXIf), a file
+//! cut short anywhere (no IEND) reported as truncated, and the header the `image`
+//! crate reads the dimensions from. That header holds only the chunks before the image
+//! data that its parse needs: handed the file, the decoder keeps every text chunk in
+//! memory (2 million tEXt chunks took 220 MB), and it would walk them a second time.
 //!
 //! The walk stops at the first IDAT: image data comes in thousands of chunks (one per
 //! 8 KiB is common), and walking their headers would read the whole file. acTL must
@@ -24,10 +27,26 @@ const IEND: [u8; 12] = *b"\0\0\0\0IEND\xAE\x42\x60\x82";
 /// How far from the end an eXIf after the image data is looked for.
 const TAIL: u64 = 8 * 1024;
 
-pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extra> {
+/// The chunks before the image data that the `image` crate's header parse needs: the
+/// header, the palette and transparency (which set the output colour type) and the
+/// APNG control chunks.
+const HEADER_CHUNKS: [&[u8; 4]; 5] = [b"IHDR", b"PLTE", b"tRNS", b"acTL", b"fcTL"];
+
+/// The most bytes of those chunks kept: a palette is at most 780 bytes with its
+/// framing, transparency 268.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+
+/// An empty IDAT chunk (length 0, type, CRC), which ends the header we hand on.
+const EMPTY_IDAT: [u8; 12] = *b"\0\0\0\0IDAT\x35\xAF\x06\x1E";
+
+/// Walks the chunks; returns what they say and a PNG of the chunks in
+/// [`HEADER_CHUNKS`] before the first IDAT, then an empty IDAT and IEND (or the IEND
+/// that came first).
+pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<(Extra, Vec<u8>)> {
     if &read_array::<8, _>(r, NAME, "the signature")? != b"\x89PNG\r\n\x1a\n" {
         return Err(ProbeError::corrupt(NAME, "bad signature"));
     }
+    let mut header = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut extra = Extra::default();
     let mut budget = Budget::new(limits, NAME);
     let mut first = true;
@@ -44,27 +63,43 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, limits: &Limits) -> Result<Extr
             return Err(ProbeError::corrupt(NAME, "the first chunk is not IHDR"));
         }
         first = false;
+        if !jumped && HEADER_CHUNKS.contains(&&kind) {
+            // Kept whole, CRC included, for the decoder to check.
+            if header.len() as u64 + 12 + u64::from(len) > MAX_HEADER_BYTES {
+                return Err(ProbeError::TooLarge {
+                    what: "PNG header chunks before the image data".into(),
+                    limit: MAX_HEADER_BYTES,
+                });
+            }
+            let data = read_vec(r, u64::from(len) + 4, NAME, "a header chunk")?;
+            if &kind == b"acTL" && len >= 8 {
+                let frames = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                // num_frames 0 is invalid; such a file shows as a still image.
+                extra.frame_count = (frames > 0).then_some(u64::from(frames));
+            }
+            header.extend_from_slice(&head);
+            header.extend_from_slice(&data);
+            continue;
+        }
         match &kind {
             b"IDAT" if !jumped => {
                 jumped = true;
+                header.extend_from_slice(&EMPTY_IDAT);
+                header.extend_from_slice(&IEND);
                 let chunk_start = r.stream_position()? - 8;
                 if let Some(from_tail) = from_the_tail(r, chunk_start, extra.orientation.is_none())? {
                     extra.orientation = extra.orientation.or(from_tail);
-                    return Ok(extra);
+                    return Ok((extra, header));
                 }
                 r.seek(SeekFrom::Start(chunk_start + 8))?;
                 skip(r, u64::from(len) + 4, NAME, "a chunk")?;
             }
             b"IEND" => {
                 skip(r, u64::from(len) + 4, NAME, "the IEND chunk")?;
-                return Ok(extra);
-            }
-            b"acTL" if len >= 8 => {
-                let data: [u8; 8] = read_array(r, NAME, "the acTL chunk")?;
-                let frames = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                // num_frames 0 is invalid; such a file shows as a still image.
-                extra.frame_count = (frames > 0).then_some(u64::from(frames));
-                skip(r, u64::from(len) - 8 + 4, NAME, "the acTL chunk")?;
+                if !jumped {
+                    header.extend_from_slice(&IEND);
+                }
+                return Ok((extra, header));
             }
             b"eXIf" if u64::from(len) <= MAX_EXIF_BYTES && extra.orientation.is_none() => {
                 let data = read_vec(r, u64::from(len), NAME, "the eXIf chunk")?;
@@ -174,7 +209,7 @@ mod tests {
     }
 
     fn run(bytes: Vec<u8>) -> Result<Extra> {
-        walk(&mut Cursor::new(bytes), &Limits::default())
+        walk(&mut Cursor::new(bytes), &Limits::default()).map(|(extra, _)| extra)
     }
 
     #[test]
@@ -207,7 +242,7 @@ mod tests {
             4096,
             Counting { inner: Cursor::new(&f[..]), read: read.clone() },
         );
-        assert_eq!(walk(&mut r, &Limits::default()).unwrap(), Extra::default());
+        assert_eq!(walk(&mut r, &Limits::default()).unwrap().0, Extra::default());
         assert!(read.get() < 3 * 8192 + 2 * 4096, "read {} of {} bytes", read.get(), f.len());
 
         // Bytes after IEND: the walk to the end, which stops at IEND, as before.
@@ -236,5 +271,35 @@ mod tests {
         f.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
         f.extend_from_slice(b"IDAT");
         assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
+    }
+
+    /// Issue 9: the decoder kept every text chunk before the image data (2 million
+    /// took 220 MB). The header it gets holds IHDR, the chunks that set the colour
+    /// type and the APNG control, and stays a few dozen bytes.
+    #[test]
+    fn png_text_chunks_are_skipped_never_handed_to_the_decoder() {
+        let mut chunks: Vec<Vec<u8>> = (0..2000).map(|_| chunk(b"tEXt", b"k\0v")).collect();
+        let plte = chunk(b"PLTE", &[0, 0, 0, 255, 255, 255]);
+        chunks.insert(1000, plte.clone());
+        chunks.push(chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0]));
+        chunks.push(chunk(b"IDAT", b"xx"));
+        chunks.push(chunk(b"tEXt", b"after\0the data"));
+        chunks.push(chunk(b"IEND", b""));
+        let f = png(&chunks);
+        let (extra, header) = walk(&mut Cursor::new(f.clone()), &Limits::default()).unwrap();
+        assert_eq!(extra.frame_count, Some(2));
+        let ihdr = &f[8..33];
+        let actl = chunk(b"acTL", &[0, 0, 0, 2, 0, 0, 0, 0]);
+        let want = [&f[..8], ihdr, &plte, &actl, &EMPTY_IDAT, &IEND].concat();
+        assert_eq!(header, want);
+        // The decoder reads the dimensions from it (IHDR: 4x3, RGB).
+        let reader = image::ImageReader::with_format(Cursor::new(header), image::ImageFormat::Png);
+        assert_eq!(reader.into_dimensions().unwrap(), (4, 3));
+    }
+
+    #[test]
+    fn header_chunks_past_the_cap_are_too_large() {
+        let f = png(&[chunk(b"PLTE", &vec![0; 70_000]), chunk(b"IDAT", b"xx"), chunk(b"IEND", b"")]);
+        assert_eq!(run(f).unwrap_err().code().as_str(), "too_large");
     }
 }

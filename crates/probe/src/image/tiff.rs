@@ -1,8 +1,11 @@
 //! TIFF IFD chain walk (classic and BigTIFF): the page count (IFDs that are not
 //! reduced-resolution copies) and the orientation tag of IFD0. Offsets past the end of
-//! the file are a truncation; an IFD that points back into the chain is corrupt.
+//! the file are a truncation; an IFD that points back into the chain, or whose bytes
+//! overlap those of an IFD already read, is corrupt. So every byte is read as part of
+//! one IFD at most, and the entries read in all are bounded by the file's size: a chain
+//! of 65,535-entry IFDs 4 bytes apart cannot make us read each byte thousands of times.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, SeekFrom};
 
 use asset_core::Limits;
@@ -21,6 +24,12 @@ const LONG8: u16 = 16;
 /// Bit 0 of NewSubfileType: a reduced-resolution version of another image (thumbnail).
 const REDUCED_RESOLUTION: u32 = 1;
 const MAX_BIGTIFF_ENTRIES: u64 = 1 << 20;
+/// The array tags of IFD0 that the `tiff` crate reads to open the image: bits per
+/// sample, strip offsets and byte counts, tile offsets and byte counts, extra samples,
+/// sample format.
+const DECODER_ARRAYS: [u16; 7] = [258, 273, 279, 324, 325, 338, 339];
+/// What the `tiff` crate holds per value of those tags while it reads them.
+const DECODER_BYTES_PER_VALUE: u64 = 32;
 /// Most IFDs followed: the set of visited offsets (loop detection) stays a few MiB.
 const MAX_IFDS: usize = 100_000;
 
@@ -41,6 +50,12 @@ impl Layout {
 
     fn u64(self, b: [u8; 8]) -> u64 {
         if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
+    }
+
+    /// The bytes of an IFD of `count` entries: count, entries, next offset.
+    fn ifd_len(self, count: u64) -> u64 {
+        // count is at most MAX_BIGTIFF_ENTRIES: no overflow.
+        if self.big_tiff { 8 + count * 20 + 8 } else { 2 + count * 12 + 4 }
     }
 
     /// An offset: 4 bytes in classic TIFF, 8 in BigTIFF.
@@ -73,7 +88,8 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
         v => return Err(ProbeError::corrupt(NAME, format!("bad version {v}"))),
     }
     let mut next = layout.offset(r)?;
-    let mut seen = HashSet::new();
+    // Start → end of each IFD read; they never overlap.
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     let mut budget = Budget::new(limits, NAME);
     let mut pages: u32 = 0;
     let mut extra = Extra::default();
@@ -88,14 +104,32 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
         if seen.len() >= MAX_IFDS {
             return Err(ProbeError::TooLarge { what: "the TIFF IFD chain".into(), limit: MAX_IFDS as u64 });
         }
-        if !seen.insert(next) {
+        if seen.contains_key(&next) {
             return Err(ProbeError::corrupt(NAME, format!("the IFD chain loops back to offset {next}")));
         }
         r.seek(SeekFrom::Start(next))?;
-        let ifd = read_ifd(r, layout)?;
+        let count = read_count(r, layout)?;
+        let end = next.saturating_add(layout.ifd_len(count));
+        if let Some((&start, _)) = seen.range(..end).next_back().filter(|&(_, &e)| e > next) {
+            return Err(ProbeError::corrupt(
+                NAME,
+                format!("the IFD at offset {next} overlaps the one at offset {start}"),
+            ));
+        }
+        seen.insert(next, end);
+        let ifd = read_ifd(r, layout, count)?;
         if seen.len() == 1 {
             extra.orientation = ifd.orientation;
             extra.stored = ifd.width.zip(ifd.height);
+            // The `tiff` crate that reads the dimensions next keeps these tables whole,
+            // at 32 bytes a value while it converts them (4M strips took 191 MB).
+            let held = ifd.decoder_values.saturating_mul(DECODER_BYTES_PER_VALUE);
+            if held > limits.max_memory_bytes {
+                return Err(ProbeError::TooLarge {
+                    what: format!("TIFF strip and tile tables of {} values", ifd.decoder_values),
+                    limit: limits.max_memory_bytes,
+                });
+            }
         }
         if ifd.subfile_type & REDUCED_RESOLUTION == 0 {
             pages = pages.saturating_add(1);
@@ -110,6 +144,10 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
 }
 
 struct Ifd {
+    /// Values of the array tags the `tiff` crate reads to open the image (strip and
+    /// tile tables, bits and sample formats), which it holds as a list of 24-byte
+    /// values, then as a `Vec<u64>`.
+    decoder_values: u64,
     subfile_type: u32,
     orientation: Option<u16>,
     width: Option<u32>,
@@ -117,7 +155,8 @@ struct Ifd {
     next: u64,
 }
 
-fn read_ifd<R: BufRead>(r: &mut R, layout: Layout) -> Result<Ifd> {
+/// An IFD's entry count, read at its start.
+fn read_count<R: BufRead>(r: &mut R, layout: Layout) -> Result<u64> {
     let count = if layout.big_tiff {
         layout.u64(read_array(r, NAME, "an IFD entry count")?)
     } else {
@@ -126,17 +165,34 @@ fn read_ifd<R: BufRead>(r: &mut R, layout: Layout) -> Result<Ifd> {
     if count > MAX_BIGTIFF_ENTRIES {
         return Err(ProbeError::corrupt(NAME, format!("an IFD declares {count} entries")));
     }
-    let mut ifd = Ifd { subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
+    Ok(count)
+}
+
+/// The entries and next-IFD offset of the IFD whose count `read_count` just read.
+fn read_ifd<R: BufRead>(r: &mut R, layout: Layout, count: u64) -> Result<Ifd> {
+    let mut ifd =
+        Ifd { decoder_values: 0, subfile_type: 0, orientation: None, width: None, height: None, next: 0 };
     for _ in 0..count {
-        let (tag, kind, value) = if layout.big_tiff {
+        let (tag, kind, count, value) = if layout.big_tiff {
             let e: [u8; 20] = read_array(r, NAME, "an IFD entry")?;
             let mut value = [0u8; 8];
             value.copy_from_slice(&e[12..20]);
-            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), value)
+            let mut count = [0u8; 8];
+            count.copy_from_slice(&e[4..12]);
+            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), layout.u64(count), value)
         } else {
             let e: [u8; 12] = read_array(r, NAME, "an IFD entry")?;
-            (layout.u16([e[0], e[1]]), layout.u16([e[2], e[3]]), [e[8], e[9], e[10], e[11], 0, 0, 0, 0])
+            let count = u64::from(layout.u32([e[4], e[5], e[6], e[7]]));
+            (
+                layout.u16([e[0], e[1]]),
+                layout.u16([e[2], e[3]]),
+                count,
+                [e[8], e[9], e[10], e[11], 0, 0, 0, 0],
+            )
         };
+        if DECODER_ARRAYS.contains(&tag) {
+            ifd.decoder_values = ifd.decoder_values.saturating_add(count);
+        }
         // The values we read sit inline (left-justified) in the entry: one SHORT, LONG
         // or (BigTIFF) LONG8.
         let inline = |kind: u16| match kind {
@@ -238,5 +294,67 @@ mod tests {
         f.extend_from_slice(&0u64.to_be_bytes());
         let e = run(f).unwrap();
         assert_eq!((e.orientation, e.page_count), (Some(6), None));
+    }
+
+    /// Issue 9: IFDs of thousands of entries starting 4 bytes apart, each naming the
+    /// next, made every byte part of thousands of IFDs (1.2 MB took a minute). The
+    /// second IFD overlaps the first: corrupt, after reading one.
+    #[test]
+    fn overlapping_ifds_are_corrupt_after_reading_one() {
+        let entries = 1000u16;
+        let ifd_len = 2 + 12 * usize::from(entries) + 4;
+        let mut f = b"II\x2a\0\x08\0\0\0".to_vec();
+        f.resize(8 + ifd_len + 8, 0);
+        for k in [8, 12] {
+            f[k..k + 2].copy_from_slice(&entries.to_le_bytes());
+        }
+        let next_at = 8 + ifd_len - 4;
+        f[next_at..next_at + 4].copy_from_slice(&12u32.to_le_bytes());
+        let err = run(f).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file");
+        assert!(err.to_string().contains("the IFD at offset 12 overlaps the one at offset 8"), "{err}");
+    }
+
+    #[test]
+    fn an_ifd_overlapping_an_earlier_one_from_below_is_corrupt() {
+        // IFD0 at 40, its next at 8: an IFD of 3 entries ending at 50, inside IFD0.
+        let mut f = b"II\x2a\0\x28\0\0\0".to_vec();
+        f.resize(40, 0);
+        f[8..10].copy_from_slice(&3u16.to_le_bytes());
+        f.extend_from_slice(&1u16.to_le_bytes());
+        f.extend_from_slice(&[0x00, 0x01, 3, 0, 1, 0, 0, 0, 4, 0, 0, 0]);
+        f.extend_from_slice(&8u32.to_le_bytes());
+        assert_eq!(run(f).unwrap_err().code().as_str(), "corrupt_file");
+    }
+
+    /// Issue 9 class: the `tiff` crate keeps IFD0's strip tables whole, at about 32
+    /// bytes a value while it reads them (4M strips in 32 MB took 191 MB). Tables that
+    /// would take more than the memory limit are refused before it reads them.
+    #[test]
+    fn strip_tables_larger_than_the_memory_budget_are_refused_before_the_decoder() {
+        let strips = |n: u32| -> Vec<u8> {
+            let entries: &[(u16, u16, u32)] = &[(IMAGE_WIDTH, SHORT, 64), (IMAGE_LENGTH, SHORT, 64)];
+            let mut f = tiff(&[entries]);
+            // Two more entries in IFD0: StripOffsets and StripByteCounts, n LONGs each.
+            let ifd_end = f.len() - 4;
+            f.truncate(ifd_end);
+            f[8..10].copy_from_slice(&4u16.to_le_bytes());
+            for tag in [273u16, 279] {
+                f.extend_from_slice(&tag.to_le_bytes());
+                f.extend_from_slice(&LONG.to_le_bytes());
+                f.extend_from_slice(&n.to_le_bytes());
+                f.extend_from_slice(&0u32.to_le_bytes());
+            }
+            f.extend_from_slice(&0u32.to_le_bytes());
+            f
+        };
+        let limits = Limits { max_memory_bytes: 64 * 1000, ..Limits::default() };
+        let walk_with = |f: Vec<u8>| {
+            let size = f.len() as u64;
+            walk(&mut Cursor::new(f), size, &limits)
+        };
+        assert_eq!(walk_with(strips(1000)).unwrap().stored, Some((64, 64)));
+        let err = walk_with(strips(1001)).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
     }
 }

@@ -1,27 +1,31 @@
 //! AVI (RIFF `AVI `): every answer is in the `hdrl` list at the start, so we find it by
-//! stepping over chunk headers, read it whole under the memory limit and parse
-//! `avih`, each stream's `strh`/`strf` and the OpenDML `dmlh` by hand.
+//! stepping over chunk headers (buffered: a million empty chunks cost a read per
+//! 64 KiB), read it whole under the memory limit and parse `avih`, each stream's
+//! `strh`/`strf` and the OpenDML `dmlh` by hand. Lists are read at fixed depths (the
+//! top level, `hdrl`, `strl` and `odml`), never by recursion.
 
 use std::io::{Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
 use super::{AudioStream, Streams, VideoStream, io_or_truncated, read_block};
+use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
 const FMT: &str = "AVI";
 
 pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
-    probe_reader(&mut src.reader()?, src.size(), limits)
+    probe_reader(&mut WalkReader::open(src)?, limits)
 }
 
-pub(super) fn probe_reader<R: Read + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Streams> {
-    let hdrl = find_hdrl(r, file_size, limits)?;
+pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limits) -> Result<Streams> {
+    let hdrl = find_hdrl(r, limits)?;
     parse_hdrl(&hdrl)
 }
 
 /// Reads the payload of the first `LIST hdrl` of the first RIFF chunk.
-fn find_hdrl<R: Read + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Vec<u8>> {
+fn find_hdrl<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limits) -> Result<Vec<u8>> {
+    let file_size = r.len();
     let mut head = [0u8; 12];
     r.seek(SeekFrom::Start(0))?;
     r.read_exact(&mut head).map_err(|e| io_or_truncated(e, FMT, "the RIFF header"))?;
@@ -29,10 +33,15 @@ fn find_hdrl<R: Read + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Resu
         return Err(ProbeError::corrupt(FMT, "not a RIFF AVI file"));
     }
     let mut pos = 12u64;
-    for _ in 0..limits.max_items {
-        if pos >= file_size {
-            break;
+    let mut chunks = 0u64;
+    while pos < file_size {
+        if chunks == limits.max_items {
+            return Err(ProbeError::TooLarge {
+                what: "the number of AVI chunks before the hdrl list".into(),
+                limit: limits.max_items,
+            });
         }
+        chunks += 1;
         r.seek(SeekFrom::Start(pos))?;
         let mut h = [0u8; 12];
         r.read_exact(&mut h[..8]).map_err(|e| io_or_truncated(e, FMT, "a chunk header"))?;
@@ -281,7 +290,7 @@ mod tests {
 
     fn run(bytes: Vec<u8>) -> Result<Streams> {
         let size = bytes.len() as u64;
-        probe_reader(&mut Cursor::new(bytes), size, &Limits::default())
+        probe_reader(&mut WalkReader::new(Cursor::new(bytes), size), &Limits::default())
     }
 
     #[test]
@@ -309,7 +318,40 @@ mod tests {
         let mut f = b"RIFF\xff\xff\xff\xffAVI LIST".to_vec();
         f.extend_from_slice(&u32::MAX.to_le_bytes());
         f.extend_from_slice(b"hdrl");
-        let err = probe_reader(&mut Cursor::new(f), 1 << 33, &Limits::default()).unwrap_err();
+        let err =
+            probe_reader(&mut WalkReader::new(Cursor::new(f), 1 << 33), &Limits::default()).unwrap_err();
         assert_eq!(err.code().as_str(), "too_large");
+    }
+
+    /// Lists are read at fixed depths: a LIST nested 10,000 deep inside `hdrl`, before
+    /// the stream list, is stepped over by its size.
+    #[test]
+    fn a_deeply_nested_list_in_hdrl_is_not_descended_into() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = list(b"JUNK", &nested);
+        }
+        let f = avi(60);
+        // hdrl's payload starts after RIFF (12), LIST header (8) and "hdrl" (4).
+        let hdrl_len = u32::from_le_bytes(f[16..20].try_into().unwrap()) as usize;
+        let mut hdrl = f[24..20 + hdrl_len].to_vec();
+        hdrl.splice(0..0, nested);
+        let mut body = b"AVI ".to_vec();
+        body.extend(list(b"hdrl", &hdrl));
+        body.extend_from_slice(&f[20 + hdrl_len..]);
+        let v = run(chunk(b"RIFF", &body)).unwrap().video.unwrap();
+        assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(60)));
+    }
+
+    #[test]
+    fn a_walk_stopped_by_max_items_is_too_large() {
+        let f = avi(10);
+        let mut junk = f[..12].to_vec();
+        junk.extend(b"JUNK\0\0\0\0".repeat(50));
+        junk.extend_from_slice(&f[12..]);
+        let limits = Limits { max_items: 20, ..Limits::default() };
+        let size = junk.len() as u64;
+        let err = probe_reader(&mut WalkReader::new(Cursor::new(junk), size), &limits).unwrap_err();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
     }
 }

@@ -1,7 +1,10 @@
 //! Matroska and WebM, through a small bounded EBML walker rather than
-//! `matroska-demuxer`: we need the SeekHead, Info, Tracks and Cues only, each read
-//! whole under the memory limit, and every Cluster skipped by its size, which the
-//! walker guarantees whatever the file declares.
+//! `matroska-demuxer`: we need the SeekHead, Info, Tracks, Tags and Cues only, each
+//! read whole under the memory limit and one at a time, and every Cluster skipped by
+//! its size, which the walker guarantees whatever the file declares. Nothing is kept
+//! per element: of the tracks, the first video and the first audio one; of the tags,
+//! the two a frame count needs; of the SeekHead, one position per element we read. So
+//! millions of empty TrackEntry or SimpleTag elements cost their bytes, read once.
 //!
 //! Matroska has no frame count in its headers. In order of preference: the video
 //! track's `NUMBER_OF_FRAMES` statistics tag (mkvmerge); its `DURATION` tag (ffmpeg)
@@ -13,11 +16,12 @@
 //! its headers, its Tags and the start of its first Cluster; the Cluster walk, which
 //! reads block headers spread over the last seconds of the file, is the fallback.
 
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufRead, Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
 use super::{AudioStream, Streams, VideoStream, frames_from, io_or_truncated, read_block};
+use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
 const FMT: &str = "Matroska";
@@ -72,13 +76,13 @@ const BLOCK: u32 = 0xA1;
 const LEVEL1: [u32; 8] = [SEEK_HEAD, INFO, TRACKS, CUES, CLUSTER, TAGS, 0x1043_A770, 0x1941_A469];
 
 pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
-    let mut r = Walker::new(BufReader::new(src.file()?), src.size(), limits);
+    let mut r = Walker::new(WalkReader::open(src)?, limits);
     probe_walker(&mut r, limits)
 }
 
 #[cfg(test)]
 pub(super) fn probe_bytes(bytes: &[u8], limits: &Limits) -> Result<Streams> {
-    let mut w = Walker::new(BufReader::new(std::io::Cursor::new(bytes)), bytes.len() as u64, limits);
+    let mut w = Walker::new(WalkReader::new(std::io::Cursor::new(bytes), bytes.len() as u64), limits);
     probe_walker(&mut w, limits)
 }
 
@@ -117,10 +121,12 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
     let seg_end = segment.end().map_or(r.file_size, |e| e.min(r.file_size));
 
     let mut info: Option<Info> = None;
-    let mut tracks: Option<Vec<Track>> = None;
-    let mut cues: Option<Vec<u8>> = None;
-    let mut tags: Option<Vec<TagValue>> = None;
-    let mut seeks: Vec<(u32, u64)> = Vec::new();
+    let mut tracks: Option<TrackSet> = None;
+    // Cues and Tags are read only when the frame count needs them, once the Tracks say
+    // which track to look for: until then their headers are enough.
+    let mut cues: Option<Header> = None;
+    let mut tags: Option<Header> = None;
+    let mut seeks = Seeks::default();
     let mut first_cluster: Option<u64> = None;
     let mut pos = seg_start;
     while pos < seg_end && (info.is_none() || tracks.is_none() || first_cluster.is_none()) {
@@ -132,8 +138,8 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
             SEEK_HEAD if seeks.is_empty() => {
                 seeks = parse_seek_head(&r.read_known(&h, "SeekHead")?, seg_start)
             }
-            CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
-            TAGS if tags.is_none() => tags = Some(parse_tags(&r.read_known(&h, "Tags")?)),
+            CUES if cues.is_none() => cues = Some(h),
+            TAGS if tags.is_none() => tags = Some(h),
             CLUSTER => {
                 first_cluster.get_or_insert(pos);
                 if info.is_some() && tracks.is_some() {
@@ -149,7 +155,7 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
         }
     }
     // Headers placed after the Clusters are reached through the SeekHead.
-    for &(id, at) in &seeks {
+    for (id, at) in seeks.in_file_order() {
         let wanted = match id {
             INFO => info.is_none(),
             TRACKS => tracks.is_none(),
@@ -164,12 +170,11 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
         match h.id {
             INFO if info.is_none() => info = Some(Info::parse(&r.read_known(&h, "Info")?)?),
             TRACKS if tracks.is_none() => tracks = Some(parse_tracks(&r.read_known(&h, "Tracks")?)?),
-            CUES if cues.is_none() => cues = Some(r.read_known(&h, "Cues")?),
-            TAGS if tags.is_none() => tags = Some(parse_tags(&r.read_known(&h, "Tags")?)),
+            CUES if cues.is_none() => cues = Some(h),
+            TAGS if tags.is_none() => tags = Some(h),
             _ => {}
         }
     }
-    let tags = tags.unwrap_or_default();
     let tracks = match tracks {
         Some(t) => t,
         None if pos >= r.file_size || seg_end < segment.end().unwrap_or(seg_end) => {
@@ -178,30 +183,34 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
         None => return Err(ProbeError::corrupt(FMT, "no Tracks element")),
     };
     let info = info.unwrap_or_default();
-    if tracks.iter().any(|t| t.encrypted) {
+    if tracks.encrypted {
         return Err(ProbeError::Encrypted { format: FMT });
     }
 
     let mut out = Streams { webm: doc_type == "webm", ..Streams::default() };
     out.duration_seconds = info.duration.map(|d| d * info.timecode_scale as f64 / 1e9);
-    if let Some(t) = tracks.iter().find(|t| t.kind == 1) {
+    if let Some(t) = &tracks.video {
         let fps = t.default_duration.filter(|&d| d > 0).map(|d| 1e9 / d as f64);
-        let tag = |name: &str| {
-            tags.iter().find(|v| v.track_uid.is_some() && v.track_uid == t.uid && v.name == name)
+        let tagged = match (t.uid, tags) {
+            (Some(uid), Some(h)) => track_tags(&r.read_known(&h, "Tags")?, uid),
+            _ => TrackTags::default(),
         };
         let dd = t.default_duration.filter(|&d| d > 0);
-        let mut counted = tag("NUMBER_OF_FRAMES").and_then(|v| v.value.trim().parse::<u64>().ok());
+        let mut counted = tagged.frames.and_then(|v| v.trim().parse::<u64>().ok());
         if counted.is_none()
             && let (Some(end_ns), Some(dd), Some(first)) =
-                (tag("DURATION").and_then(|v| parse_tag_duration(&v.value)), dd, first_cluster)
+                (tagged.duration.and_then(|v| parse_tag_duration(&v)), dd, first_cluster)
             && let Some((lo, _)) = r.block_times(first, t.number, true)?
         {
             let lo_ns = lo as f64 * info.timecode_scale as f64;
             counted = frames_from((end_ns - lo_ns) / dd as f64, 1.0).filter(|&n| n > 0);
         }
         if counted.is_none() {
-            let span = match (first_cluster, &cues) {
-                (Some(first), Some(cues)) => video_span(r, first, cues, seg_start, t.number)?,
+            let span = match (first_cluster, cues) {
+                (Some(first), Some(h)) => {
+                    let cues = r.read_known(&h, "Cues")?;
+                    video_span(r, first, &cues, seg_start, t.number)?
+                }
                 _ => None,
             };
             counted = match (span, dd) {
@@ -219,7 +228,7 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
         out.video =
             Some(VideoStream { width, height, frame_count, frame_rate, codec: video_codec(&t.codec_id) });
     }
-    if let Some(t) = tracks.iter().find(|t| t.kind == 2) {
+    if let Some(t) = &tracks.audio {
         out.audio = Some(AudioStream {
             sample_rate: t
                 .sample_rate
@@ -260,9 +269,14 @@ fn last_cue_cluster(cues: &[u8], track: u64) -> Option<u64> {
             match c.id {
                 CUE_TIME => time = Some(uint(c.body)),
                 CUE_TRACK_POSITIONS => {
-                    let kids: Vec<Element<'_>> = children(c.body).filter_map(|e| e.ok()).collect();
-                    let t = kids.iter().find(|k| k.id == CUE_TRACK).map(|k| uint(k.body));
-                    let p = kids.iter().find(|k| k.id == CUE_CLUSTER_POSITION).map(|k| uint(k.body));
+                    let (mut t, mut p) = (None, None);
+                    for k in children(c.body).filter_map(|e| e.ok()) {
+                        match k.id {
+                            CUE_TRACK if t.is_none() => t = Some(uint(k.body)),
+                            CUE_CLUSTER_POSITION if p.is_none() => p = Some(uint(k.body)),
+                            _ => {}
+                        }
+                    }
                     if t == Some(track) && p.is_some() {
                         hit = p;
                     }
@@ -322,100 +336,147 @@ struct Track {
     encrypted: bool,
 }
 
-fn parse_tracks(body: &[u8]) -> Result<Vec<Track>> {
-    let mut out = Vec::new();
+/// What the probe reports on: the first video and the first audio track, and whether
+/// any track at all is encrypted. Other tracks are parsed and dropped, so a Tracks
+/// element of millions of entries costs no memory beyond its bytes.
+#[derive(Debug, Default)]
+struct TrackSet {
+    video: Option<Track>,
+    audio: Option<Track>,
+    encrypted: bool,
+}
+
+fn parse_tracks(body: &[u8]) -> Result<TrackSet> {
+    let mut set = TrackSet::default();
     for entry in children(body) {
         let entry = entry?;
         if entry.id != TRACK_ENTRY {
             continue;
         }
-        let mut t = Track { channels: 1, ..Track::default() };
-        for e in children(entry.body) {
-            let e = e?;
-            match e.id {
-                TRACK_NUMBER => t.number = uint(e.body),
-                TRACK_UID => t.uid = Some(uint(e.body)),
-                TRACK_TYPE => t.kind = uint(e.body),
-                CODEC_ID => t.codec_id = String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string(),
-                DEFAULT_DURATION => t.default_duration = Some(uint(e.body)),
-                VIDEO => {
-                    for v in children(e.body) {
-                        let v = v?;
-                        match v.id {
-                            PIXEL_WIDTH => t.width = u32::try_from(uint(v.body)).unwrap_or(0),
-                            PIXEL_HEIGHT => t.height = u32::try_from(uint(v.body)).unwrap_or(0),
-                            PROJECTION => {
-                                let roll = children(v.body)
-                                    .filter_map(|p| p.ok())
-                                    .find(|p| p.id == PROJECTION_POSE_ROLL)
-                                    .and_then(|p| float(p.body));
-                                if let Some(roll) = roll {
-                                    let q = ((roll / 90.0).round() as i64).rem_euclid(4);
-                                    t.quarter_turn = q == 1 || q == 3;
-                                }
+        let t = parse_track_entry(entry.body)?;
+        set.encrypted |= t.encrypted;
+        match t.kind {
+            1 if set.video.is_none() => set.video = Some(t),
+            2 if set.audio.is_none() => set.audio = Some(t),
+            _ => {}
+        }
+    }
+    Ok(set)
+}
+
+fn parse_track_entry(body: &[u8]) -> Result<Track> {
+    let mut t = Track { channels: 1, ..Track::default() };
+    for e in children(body) {
+        let e = e?;
+        match e.id {
+            TRACK_NUMBER => t.number = uint(e.body),
+            TRACK_UID => t.uid = Some(uint(e.body)),
+            TRACK_TYPE => t.kind = uint(e.body),
+            CODEC_ID => t.codec_id = String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string(),
+            DEFAULT_DURATION => t.default_duration = Some(uint(e.body)),
+            VIDEO => {
+                for v in children(e.body) {
+                    let v = v?;
+                    match v.id {
+                        PIXEL_WIDTH => t.width = u32::try_from(uint(v.body)).unwrap_or(0),
+                        PIXEL_HEIGHT => t.height = u32::try_from(uint(v.body)).unwrap_or(0),
+                        PROJECTION => {
+                            let roll = children(v.body)
+                                .filter_map(|p| p.ok())
+                                .find(|p| p.id == PROJECTION_POSE_ROLL)
+                                .and_then(|p| float(p.body));
+                            if let Some(roll) = roll {
+                                let q = ((roll / 90.0).round() as i64).rem_euclid(4);
+                                t.quarter_turn = q == 1 || q == 3;
                             }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            AUDIO => {
+                for a in children(e.body) {
+                    let a = a?;
+                    match a.id {
+                        SAMPLING_FREQUENCY => t.sample_rate = float(a.body),
+                        CHANNELS => t.channels = u32::try_from(uint(a.body)).unwrap_or(0),
+                        BIT_DEPTH => t.bit_depth = uint(a.body),
+                        _ => {}
+                    }
+                }
+            }
+            CONTENT_ENCODINGS => {
+                t.encrypted = children(e.body)
+                    .filter_map(|c| c.ok())
+                    .filter(|c| c.id == CONTENT_ENCODING)
+                    .any(|c| children(c.body).filter_map(|x| x.ok()).any(|x| x.id == CONTENT_ENCRYPTION));
+            }
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+/// The values of the first `NUMBER_OF_FRAMES` and the first `DURATION` SimpleTag of
+/// the Tags that target one track (nested SimpleTags are not read). Only these two are
+/// ever turned into strings: a Tags element of millions of SimpleTags is one pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TrackTags {
+    frames: Option<String>,
+    duration: Option<String>,
+}
+
+fn track_tags(body: &[u8], uid: u64) -> TrackTags {
+    let mut out = TrackTags::default();
+    for tag in children(body).filter_map(|e| e.ok()).filter(|e| e.id == TAG) {
+        // Targets come first in practice, not by rule: a Tag's candidates are noted and
+        // kept once its track is known, at its end.
+        let mut track_uid = None;
+        let (mut frames, mut duration) = (None, None);
+        for k in children(tag.body).filter_map(|e| e.ok()) {
+            match k.id {
+                TARGETS if track_uid.is_none() => {
+                    track_uid = children(k.body)
+                        .filter_map(|e| e.ok())
+                        .find(|e| e.id == TAG_TRACK_UID)
+                        .map(|e| uint(e.body));
+                }
+                SIMPLE_TAG => {
+                    let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+                    for e in children(k.body).filter_map(|e| e.ok()) {
+                        match e.id {
+                            TAG_NAME => name = e.body,
+                            TAG_STRING => value = e.body,
                             _ => {}
                         }
                     }
-                }
-                AUDIO => {
-                    for a in children(e.body) {
-                        let a = a?;
-                        match a.id {
-                            SAMPLING_FREQUENCY => t.sample_rate = float(a.body),
-                            CHANNELS => t.channels = u32::try_from(uint(a.body)).unwrap_or(0),
-                            BIT_DEPTH => t.bit_depth = uint(a.body),
-                            _ => {}
-                        }
+                    let slot = match trim_nuls(name) {
+                        b"NUMBER_OF_FRAMES" => &mut frames,
+                        b"DURATION" => &mut duration,
+                        _ => continue,
+                    };
+                    if slot.is_none() {
+                        *slot = Some(String::from_utf8_lossy(trim_nuls(value)).into_owned());
                     }
-                }
-                CONTENT_ENCODINGS => {
-                    t.encrypted = children(e.body)
-                        .filter_map(|c| c.ok())
-                        .filter(|c| c.id == CONTENT_ENCODING)
-                        .any(|c| children(c.body).filter_map(|x| x.ok()).any(|x| x.id == CONTENT_ENCRYPTION));
                 }
                 _ => {}
             }
         }
-        out.push(t);
-    }
-    Ok(out)
-}
-
-/// A SimpleTag of a Tag that targets one track.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct TagValue {
-    track_uid: Option<u64>,
-    name: String,
-    value: String,
-}
-
-/// The track-level SimpleTags of a Tags element (nested SimpleTags are not read).
-fn parse_tags(body: &[u8]) -> Vec<TagValue> {
-    let mut out = Vec::new();
-    for tag in children(body).filter_map(|e| e.ok()).filter(|e| e.id == TAG) {
-        let kids: Vec<Element<'_>> = children(tag.body).filter_map(|e| e.ok()).collect();
-        let track_uid = kids
-            .iter()
-            .filter(|k| k.id == TARGETS)
-            .flat_map(|k| children(k.body).filter_map(|e| e.ok()))
-            .find(|k| k.id == TAG_TRACK_UID)
-            .map(|k| uint(k.body));
-        for simple in kids.iter().filter(|k| k.id == SIMPLE_TAG) {
-            let mut v = TagValue { track_uid, ..TagValue::default() };
-            for e in children(simple.body).filter_map(|e| e.ok()) {
-                let text = || String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string();
-                match e.id {
-                    TAG_NAME => v.name = text(),
-                    TAG_STRING => v.value = text(),
-                    _ => {}
-                }
+        if track_uid == Some(uid) {
+            out.frames = out.frames.or(frames);
+            out.duration = out.duration.or(duration);
+            if out.frames.is_some() && out.duration.is_some() {
+                break;
             }
-            out.push(v);
         }
     }
     out
+}
+
+/// A string element's bytes without the NUL padding writers may leave at its end.
+fn trim_nuls(b: &[u8]) -> &[u8] {
+    let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    &b[..end]
 }
 
 /// A `DURATION` tag, `HH:MM:SS.nnnnnnnnn`, in nanoseconds.
@@ -430,9 +491,35 @@ fn parse_tag_duration(v: &str) -> Option<f64> {
     (total.is_finite() && total >= 0.0).then_some(total * 1e9)
 }
 
-/// `(element id, absolute position)` for each SeekHead entry.
-fn parse_seek_head(body: &[u8], seg_start: u64) -> Vec<(u32, u64)> {
-    let mut out = Vec::new();
+/// The first SeekHead position (absolute) of each element the probe reads. A SeekHead
+/// of a million entries costs one pass and four numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Seeks {
+    info: Option<u64>,
+    tracks: Option<u64>,
+    cues: Option<u64>,
+    tags: Option<u64>,
+}
+
+impl Seeks {
+    fn is_empty(&self) -> bool {
+        *self == Seeks::default()
+    }
+
+    /// `(element id, position)` of each known entry, in file order.
+    fn in_file_order(&self) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> =
+            [(INFO, self.info), (TRACKS, self.tracks), (CUES, self.cues), (TAGS, self.tags)]
+                .into_iter()
+                .filter_map(|(id, at)| Some((id, at?)))
+                .collect();
+        v.sort_by_key(|&(_, at)| at);
+        v
+    }
+}
+
+fn parse_seek_head(body: &[u8], seg_start: u64) -> Seeks {
+    let mut out = Seeks::default();
     for seek in children(body).filter_map(|e| e.ok()).filter(|e| e.id == SEEK) {
         let mut id = None;
         let mut at = None;
@@ -443,8 +530,15 @@ fn parse_seek_head(body: &[u8], seg_start: u64) -> Vec<(u32, u64)> {
                 _ => {}
             }
         }
-        if let (Some(id), Some(at)) = (id, at) {
-            out.push((id, at));
+        let slot = match id {
+            Some(INFO) => &mut out.info,
+            Some(TRACKS) => &mut out.tracks,
+            Some(CUES) => &mut out.cues,
+            Some(TAGS) => &mut out.tags,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = at;
         }
     }
     out
@@ -523,11 +617,10 @@ impl Header {
     }
 }
 
-/// Reads element headers at given positions; tracks the position so that short
-/// forward moves keep the read buffer, and counts elements against `max_items`.
+/// Reads element headers at given positions through a [`WalkReader`], so that moves
+/// within its buffer cost no read, and counts elements against `max_items`.
 struct Walker<R> {
-    r: BufReader<R>,
-    pos: u64,
+    r: WalkReader<R>,
     file_size: u64,
     items_left: u64,
     max_items: u64,
@@ -535,11 +628,10 @@ struct Walker<R> {
 }
 
 impl<R: Read + Seek> Walker<R> {
-    fn new(r: BufReader<R>, file_size: u64, limits: &Limits) -> Self {
+    fn new(r: WalkReader<R>, limits: &Limits) -> Self {
         Walker {
+            file_size: r.len(),
             r,
-            pos: 0,
-            file_size,
             items_left: limits.max_items,
             max_items: limits.max_items,
             max_memory: limits.max_memory_bytes,
@@ -555,12 +647,7 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     fn goto(&mut self, pos: u64) -> Result<()> {
-        if pos != self.pos {
-            let delta = i64::try_from(i128::from(pos) - i128::from(self.pos))
-                .map_err(|_| ProbeError::corrupt(FMT, "an element position is out of range"))?;
-            self.r.seek_relative(delta)?;
-            self.pos = pos;
-        }
+        self.r.seek(SeekFrom::Start(pos))?;
         Ok(())
     }
 
@@ -568,10 +655,7 @@ impl<R: Read + Seek> Walker<R> {
         let mut b = [0u8; 1];
         match self.r.read(&mut b)? {
             0 => Ok(None),
-            _ => {
-                self.pos += 1;
-                Ok(Some(b[0]))
-            }
+            _ => Ok(Some(b[0])),
         }
     }
 
@@ -581,6 +665,19 @@ impl<R: Read + Seek> Walker<R> {
             return Ok(None);
         }
         self.goto(pos)?;
+        // A header is at most 12 bytes: when the buffer holds them, parse it there.
+        let buf = self.r.fill_buf()?;
+        if buf.len() >= 12 {
+            let id_len = buf[0].leading_zeros() as usize + 1;
+            if id_len > 4 {
+                return Err(ProbeError::corrupt(FMT, format!("invalid element ID byte {:#04x}", buf[0])));
+            }
+            let id = buf[..id_len].iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+            let (size, len) =
+                vint_raw(&buf[id_len..]).ok_or_else(|| ProbeError::corrupt(FMT, "invalid element size"))?;
+            self.r.consume(id_len + len);
+            return Ok(Some(Header { id, data_start: pos + (id_len + len) as u64, size }));
+        }
         let cut = || ProbeError::truncated(FMT, "the file ends inside an element header");
         let first = self.byte()?.ok_or_else(cut)?;
         let id_len = first.leading_zeros() as usize + 1;
@@ -603,7 +700,8 @@ impl<R: Read + Seek> Walker<R> {
             all_ones &= b == 0xFF;
             value = (value << 8) | u64::from(b);
         }
-        Ok(Some(Header { id, data_start: self.pos, size: (!all_ones).then_some(value) }))
+        let data_start = pos + (id_len + len) as u64;
+        Ok(Some(Header { id, data_start, size: (!all_ones).then_some(value) }))
     }
 
     /// Reads a whole element body of known size under the memory limit.
@@ -614,9 +712,7 @@ impl<R: Read + Seek> Walker<R> {
 
     fn read_body(&mut self, h: &Header, size: u64, what: &str) -> Result<Vec<u8>> {
         let limits = Limits { max_memory_bytes: self.max_memory, ..Limits::default() };
-        let body = read_block(&mut self.r, h.data_start, size, &limits, FMT, what);
-        self.pos = self.r.stream_position()?;
-        body
+        read_block(&mut self.r, h.data_start, size, &limits, FMT, what)
     }
 
     /// Earliest and latest presentation time of `track`'s blocks in the Clusters from
@@ -724,7 +820,6 @@ impl<R: Read + Seek> Walker<R> {
         self.goto(h.data_start)?;
         let mut buf = vec![0u8; len as usize];
         self.r.read_exact(&mut buf).map_err(|e| io_or_truncated(e, FMT, "an element"))?;
-        self.pos += len;
         Ok(buf)
     }
 
@@ -845,7 +940,7 @@ mod tests {
     fn run(bytes: Vec<u8>) -> Result<Streams> {
         let size = bytes.len() as u64;
         let limits = Limits::default();
-        probe_walker(&mut Walker::new(BufReader::new(Cursor::new(bytes)), size, &limits), &limits)
+        probe_walker(&mut Walker::new(WalkReader::new(Cursor::new(bytes), size), &limits), &limits)
     }
 
     fn minimal(segment: impl Fn(&[u8]) -> Vec<u8>, cluster: Vec<u8>) -> Vec<u8> {
@@ -948,7 +1043,7 @@ mod tests {
         body.extend_from_slice(&(1u64 << 50).to_be_bytes()[1..]);
         f.extend(el(SEGMENT, &body));
         let limits = Limits::default();
-        let mut w = Walker::new(BufReader::new(Cursor::new(f)), 1 << 51, &limits);
+        let mut w = Walker::new(WalkReader::new(Cursor::new(f), 1 << 51), &limits);
         assert_eq!(probe_walker(&mut w, &limits).unwrap_err().code().as_str(), "too_large");
     }
 
@@ -1020,5 +1115,95 @@ mod tests {
         cues.extend(point(60, 2, 120));
         assert_eq!(last_cue_cluster(&cues, 1), Some(90));
         assert_eq!(last_cue_cluster(&cues, 3), None);
+    }
+
+    fn track(number: u8, kind: u8, extra: &[u8]) -> Vec<u8> {
+        let mut e = el(TRACK_NUMBER, &[number]);
+        e.extend(el(TRACK_TYPE, &[kind]));
+        e.extend_from_slice(extra);
+        el(TRACK_ENTRY, &e)
+    }
+
+    /// Issue 9: a Track was kept per TrackEntry (4 MB of empty ones took 226 MB). Only
+    /// the first video and the first audio track are kept; an encrypted one anywhere
+    /// still makes the file encrypted.
+    #[test]
+    fn empty_track_entries_are_parsed_and_dropped_not_kept() {
+        let mut body = [0xAE, 0x80].repeat(100_000);
+        body.extend(track(1, 1, &el(CODEC_ID, b"V_VP9")));
+        body.extend(track(2, 2, &el(CODEC_ID, b"A_OPUS")));
+        body.extend(track(3, 1, &el(CODEC_ID, b"V_AV1")));
+        let set = parse_tracks(&body).unwrap();
+        assert_eq!(set.video.map(|t| (t.number, t.codec_id)), Some((1, "V_VP9".to_string())));
+        assert_eq!(set.audio.map(|t| t.number), Some(2));
+        assert!(!set.encrypted);
+        let encryption = el(CONTENT_ENCODINGS, &el(CONTENT_ENCODING, &el(CONTENT_ENCRYPTION, &[])));
+        body.extend(track(4, 17, &encryption));
+        assert!(parse_tracks(&body).unwrap().encrypted);
+    }
+
+    /// Issue 9: a TagValue and a list of children were kept per SimpleTag (4 MB of
+    /// empty ones took 122 MB). One pass finds the first NUMBER_OF_FRAMES and DURATION
+    /// of the track's Tags, whether Targets comes first or last.
+    #[test]
+    fn simple_tags_are_searched_in_one_pass_for_the_two_values() {
+        let simple = |name: &str, value: &str| {
+            el(SIMPLE_TAG, &[el(TAG_NAME, name.as_bytes()), el(TAG_STRING, value.as_bytes())].concat())
+        };
+        let targets = |uid: u8| el(TARGETS, &el(TAG_TRACK_UID, &[uid]));
+        let other = el(TAG, &[targets(9), simple("NUMBER_OF_FRAMES", "1")].concat());
+        let mut many = targets(7);
+        many.extend([0x67, 0xC8, 0x80].repeat(100_000));
+        many.extend(simple("NUMBER_OF_FRAMES", "61\0\0"));
+        many.extend(simple("NUMBER_OF_FRAMES", "99"));
+        let targets_last = [simple("DURATION", "00:00:02.4"), targets(7)].concat();
+        let body = [other, el(TAG, &many), el(TAG, &targets_last)].concat();
+        let found = track_tags(&body, 7);
+        assert_eq!(found.frames.as_deref(), Some("61"));
+        assert_eq!(found.duration.as_deref(), Some("00:00:02.4"));
+        assert_eq!(track_tags(&body, 5), TrackTags::default());
+    }
+
+    #[test]
+    fn a_seek_head_of_many_entries_keeps_the_first_position_of_each_element() {
+        let seek = |id: u32, at: u32| {
+            el(SEEK, &[el(SEEK_ID, &id.to_be_bytes()), el(SEEK_POSITION, &at.to_be_bytes())].concat())
+        };
+        let mut body = seek(0x1043_A770, 5).repeat(50_000);
+        body.extend(seek(TAGS, 300));
+        body.extend(seek(INFO, 100));
+        body.extend(seek(TAGS, 400));
+        let seeks = parse_seek_head(&body, 1000);
+        assert_eq!(seeks, Seeks { info: Some(1100), tags: Some(1300), ..Seeks::default() });
+        assert_eq!(seeks.in_file_order(), vec![(INFO, 1100), (TAGS, 1300)]);
+    }
+
+    /// Issue 9: an 80 MB run of EBML Void elements. The walk reads the file a buffer at
+    /// a time, not an element at a time.
+    #[test]
+    fn many_void_elements_cost_a_read_per_buffer() {
+        let voids = [0xEC, 0x86, 0, 0, 0, 0, 0, 0].repeat(100_000);
+        let f = minimal(|b| el(SEGMENT, &[voids.as_slice(), b].concat()), el(CLUSTER, &el(TIMECODE, &[0])));
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counting =
+            super::super::tests::CountingReads { inner: Cursor::new(&f[..]), reads: reads.clone() };
+        let limits = Limits::default();
+        let mut w = Walker::new(WalkReader::new(counting, f.len() as u64), &limits);
+        let s = probe_walker(&mut w, &limits).unwrap();
+        assert_eq!(s.video.map(|v| v.frame_count), Some(Some(50)));
+        assert!(reads.get() <= f.len() / crate::ranged::WALK_BUFFER + 4, "{} reads", reads.get());
+    }
+
+    /// Nested elements are never descended into by recursion: an unknown master
+    /// element 10,000 levels deep is stepped over by its size.
+    #[test]
+    fn a_deeply_nested_unknown_element_is_stepped_over() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = el(0x6F6F, &nested);
+        }
+        let f = minimal(|b| el(SEGMENT, &[nested.as_slice(), b].concat()), el(CLUSTER, &el(TIMECODE, &[0])));
+        let v = run(f).unwrap().video.unwrap();
+        assert_eq!((v.width, v.height, v.frame_count), (160, 90, Some(50)));
     }
 }

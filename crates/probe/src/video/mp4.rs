@@ -1,35 +1,44 @@
-//! ISO BMFF and QuickTime (MP4, MOV, M4A). Top-level boxes are walked with seeks, so
-//! `mdat` is never read whatever its size or position; only `moov` (capped by the memory
-//! limit) and, for fragmented files, each `moof` are read.
+//! ISO BMFF and QuickTime (MP4, MOV, M4A). Top-level boxes are walked with seeks through
+//! a buffered reader, so `mdat` is never read whatever its size or position and a
+//! million empty boxes cost a read per 64 KiB; only `moov` (capped by the memory limit)
+//! and, for fragmented files, each `moof` are read.
 //!
 //! `moov` is parsed by Mozilla's `mp4parse` 0.17 rather than the `mp4` crate 0.14. Both
 //! were run on our fixtures: `mp4` refused the MP4 whose `mdat` is cut short (which
 //! ffprobe reads), reported no codec for HEVC and a zero duration for fragmented files,
 //! and its reader holds every `moof` in memory; `mp4parse` read every complete `moov`,
-//! is fuzzed as part of Firefox and allocates fallibly. It reserves memory for declared
-//! table counts up front, so those are checked against their box sizes first. It knows
-//! fewer sample entries (no HEVC, ProRes or MJPEG), so the sample-entry type and, when
-//! it gives up, the dimensions and audio parameters come from a small walker over the
-//! same bytes, which also reads `moof`/`traf`/`trun`, that `mp4parse` does not parse.
+//! is fuzzed as part of Firefox and allocates fallibly. But it keeps every sample table
+//! (8 bytes per chunk offset, whatever the file stored) and a `Track` per `trak`, so it
+//! never sees the file's `moov`. Our own walk reads what the answer needs from the
+//! tables (the sample count, the first chunk offset) without keeping them, and the
+//! durations; `mp4parse` gets a copy holding `mvhd` and, of the first video and the
+//! first audio `trak`, the headers and the first sample entry, whose decoder
+//! configuration is what it is for. It knows fewer sample entries (no HEVC, ProRes or
+//! MJPEG), so the sample-entry type and, when it gives up, the dimensions and audio
+//! parameters come from our walk too, which also reads `moof`/`traf`/`trun`, that
+//! `mp4parse` does not parse. A count we report is backed by bytes: the sample sizes it
+//! counts, or for samples of one size, their bytes in the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use asset_core::Limits;
-use mp4parse::{AudioCodecSpecific, CodecType, SampleEntry, TrackType};
+use mp4parse::{AudioCodecSpecific, CodecType, SampleEntry};
 
 use super::{AudioStream, Streams, VideoStream, io_or_truncated, read_block};
+use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
 const FMT: &str = "MP4";
 
 pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
-    probe_reader(&mut src.reader()?, src.size(), limits)
+    probe_reader(&mut WalkReader::open(src)?, limits)
 }
 
-pub(super) fn probe_reader<R: Read + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Streams> {
+pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limits) -> Result<Streams> {
+    let file_size = r.len();
     let mut movie: Option<Movie> = None;
-    let mut fragments: HashMap<u32, FragmentTotals> = HashMap::new();
+    let mut fragments = Fragments::default();
     let mut budget = Budget::new(limits);
     let mut offset = 0u64;
     while offset < file_size {
@@ -53,10 +62,9 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut R, file_size: u64, limits: &L
         }
         match &h.kind {
             b"moov" if movie.is_none() => {
-                // The whole box, header included, is what mp4parse expects.
-                let bytes = read_block(r, offset, h.size, limits, FMT, "the moov box")?;
-                let payload = bytes.get(h.header_len as usize..).unwrap_or_default();
-                let parsed = Movie::parse(&bytes, payload, limits)?;
+                let payload =
+                    read_block(r, offset + h.header_len, h.size - h.header_len, limits, FMT, "the moov box")?;
+                let parsed = Movie::parse(&payload, file_size, limits)?;
                 let fragmented = parsed.fragmented;
                 movie = Some(parsed);
                 if !fragmented {
@@ -69,14 +77,14 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut R, file_size: u64, limits: &L
                 };
                 let bytes =
                     read_block(r, offset + h.header_len, h.size - h.header_len, limits, FMT, "a moof box")?;
-                add_fragment(&bytes, &m.trex, &mut fragments, &mut budget)?;
+                fragments.add(&bytes, m, file_size, &mut budget)?;
             }
             _ => {}
         }
         offset = end;
     }
     let movie = movie.ok_or_else(|| ProbeError::corrupt(FMT, "no moov box"))?;
-    let mut streams = movie.streams(&fragments)?;
+    let mut streams = movie.streams(&fragments.totals)?;
     // MP3 in MP4 has no decoder configuration, and muxers write a placeholder channel
     // count in the sample entry; the first frame header (4 bytes) has the real one.
     if let Some(audio) = streams.audio.as_mut().filter(|a| a.codec == "mp3")
@@ -248,6 +256,7 @@ fn be_u64(d: &[u8], at: usize) -> Option<u64> {
 #[derive(Debug, Clone, Copy, Default)]
 struct Trex {
     default_sample_duration: u32,
+    default_sample_size: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -268,115 +277,448 @@ struct RawEntry {
     rate: u32,
 }
 
-/// What the `moov` box says, combining `mp4parse` with our own walk of the same bytes.
+impl RawEntry {
+    /// A protected sample entry (Common Encryption, or Apple's FairPlay).
+    fn is_encrypted(&self) -> bool {
+        matches!(&self.kind, b"encv" | b"enca" | b"drmi" | b"drms")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Video,
+    Audio,
+}
+
+/// A video or audio `trak` as our walk reads it (`mp4parse`'s rules where it has any:
+/// the last `tkhd`, `mdhd` and `hdlr` win, an all-ones duration is unknown).
+#[derive(Debug, Clone)]
+struct TrackInfo {
+    kind: Kind,
+    id: u32,
+    /// `mdhd`: units per second (0 when there is none) and duration (`None`: unknown).
+    timescale: u64,
+    duration: Option<u64>,
+    /// The first edit's duration and the empty edit before it, in movie units.
+    edit: Option<(u64, u64)>,
+    /// Samples in the sample tables, when sizes back the count (see [`SampleSizes`]).
+    samples: Option<u64>,
+    first_chunk: Option<u64>,
+    raw: RawEntry,
+    /// Index of this track in `mp4parse`'s context, if it was handed to it.
+    parsed: Option<usize>,
+}
+
+/// What a sample size table says about the count of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleSizes {
+    /// One size per sample (`stsz` with size 0, `stz2`): the count is backed by them.
+    Each(u64),
+    /// `count` samples of `size` bytes each.
+    Fixed { size: u64, count: u64 },
+}
+
+/// The memory a video or audio track costs us: its `TrackInfo`, its ID in a set.
+const TRACK_COST: u64 = (std::mem::size_of::<TrackInfo>() + 16) as u64;
+
+/// What the `moov` box says: our walk's tracks and `mp4parse`'s reading of the two we
+/// report on.
 struct Movie {
+    /// Every video and audio `trak`, in file order.
+    tracks: Vec<TrackInfo>,
+    ids: HashSet<u32>,
     ctx: mp4parse::MediaContext,
-    entries: HashMap<u32, RawEntry>,
     trex: HashMap<u32, Trex>,
     fragmented: bool,
 }
 
 impl Movie {
-    fn parse(moov_box: &[u8], moov_payload: &[u8], limits: &Limits) -> Result<Movie> {
-        check_sample_tables(moov_payload)?;
-        let ctx = mp4parse::read_mp4(&mut Cursor::new(moov_box)).map_err(|e| classify(e, limits))?;
-
-        let mut entries = HashMap::new();
-        let mut trex = HashMap::new();
+    fn parse(moov: &[u8], file_size: u64, limits: &Limits) -> Result<Movie> {
+        check_sample_tables(moov)?;
+        let mut tracks = Vec::new();
+        let mut mvhd = None;
         let mut fragmented = false;
-        for b in boxes(moov_payload) {
-            let (kind, payload) = b?;
+        // (index in `tracks`, payload) of the first video and the first audio trak.
+        let (mut video, mut audio) = (None, None);
+        for b in boxes(moov) {
+            let (kind, body) = b?;
             match &kind {
+                b"mvhd" => mvhd = Some(body),
                 b"trak" => {
-                    if let Some((id, entry)) = raw_entry(payload)? {
-                        entries.entry(id).or_insert(entry);
-                    }
-                }
-                b"mvex" => {
-                    fragmented = true;
-                    for t in boxes(payload) {
-                        let (k, p) = t?;
-                        if &k == b"trex"
-                            && let (Some(id), Some(dur)) = (be_u32(p, 4), be_u32(p, 12))
-                        {
-                            trex.insert(id, Trex { default_sample_duration: dur });
+                    if let Some(t) = read_trak(body, file_size)? {
+                        let slot = if t.kind == Kind::Video { &mut video } else { &mut audio };
+                        slot.get_or_insert((tracks.len(), body));
+                        tracks.push(t);
+                        // What we keep per track counts against the memory limit with the
+                        // moov itself: a moov of a million 36-byte audio traks is refused,
+                        // not turned into 128 bytes each.
+                        let held = moov.len() as u64 + tracks.len() as u64 * TRACK_COST;
+                        if held > limits.max_memory_bytes {
+                            return Err(ProbeError::TooLarge {
+                                what: format!(
+                                    "MP4 moov of {} bytes with over {} tracks",
+                                    moov.len(),
+                                    tracks.len()
+                                ),
+                                limit: limits.max_memory_bytes,
+                            });
                         }
                     }
                 }
+                b"mvex" => fragmented = true,
                 _ => {}
             }
         }
-        Ok(Movie { ctx, entries, trex, fragmented })
+        // Before mp4parse, which keeps every `sinf` of a protected sample entry (a
+        // hundred bytes for each 8-byte one): the answer is `encrypted` either way.
+        if tracks.iter().any(|t| t.raw.is_encrypted()) {
+            return Err(ProbeError::Encrypted { format: FMT });
+        }
+        let mut chosen: Vec<(usize, &[u8])> = [video, audio].into_iter().flatten().collect();
+        chosen.sort_by_key(|&(i, _)| i);
+        let slim = slim_moov(mvhd, chosen.iter().map(|&(_, trak)| trak))?;
+        let ctx = mp4parse::read_mp4(&mut Cursor::new(slim)).map_err(|e| classify(e, limits))?;
+        if ctx.tracks.len() != chosen.len() {
+            return Err(ProbeError::corrupt(FMT, "mp4parse did not read back the tracks it was given"));
+        }
+        for (n, &(i, _)) in chosen.iter().enumerate() {
+            tracks[i].parsed = Some(n);
+        }
+        let ids: HashSet<u32> = tracks.iter().map(|t| t.id).collect();
+        // Defaults only for the tracks there are: a million `trex` boxes keep nothing.
+        let mut trex = HashMap::new();
+        for b in boxes(moov) {
+            let (kind, body) = b?;
+            if &kind != b"mvex" {
+                continue;
+            }
+            for t in boxes(body) {
+                let (k, p) = t?;
+                if &k == b"trex"
+                    && let (Some(id), Some(dur), Some(size)) = (be_u32(p, 4), be_u32(p, 12), be_u32(p, 16))
+                    && ids.contains(&id)
+                {
+                    trex.insert(id, Trex { default_sample_duration: dur, default_sample_size: size });
+                }
+            }
+        }
+        Ok(Movie { tracks, ids, ctx, trex, fragmented })
     }
 
     /// File offset of the first chunk of the first audio track.
     fn first_audio_chunk(&self) -> Option<u64> {
-        let track = self.ctx.tracks.iter().find(|t| t.track_type == TrackType::Audio)?;
-        track.stco.as_ref()?.offsets.first().copied()
+        self.tracks.iter().find(|t| t.kind == Kind::Audio)?.first_chunk
     }
 
     fn streams(&self, fragments: &HashMap<u32, FragmentTotals>) -> Result<Streams> {
         let movie_scale = self.ctx.timescale.map(|t| t.0).filter(|&t| t > 0);
         let mut out = Streams::default();
         let mut longest: Option<f64> = None;
-        for track in self.ctx.tracks.iter() {
-            let is_video = track.track_type == TrackType::Video;
-            let is_audio = track.track_type == TrackType::Audio;
-            if !is_video && !is_audio {
-                continue;
-            }
-            let id = track.track_id.unwrap_or(0);
-            let raw = self.entries.get(&id).copied().unwrap_or_default();
-            if matches!(&raw.kind, b"encv" | b"enca" | b"drmi" | b"drms") {
-                return Err(ProbeError::Encrypted { format: FMT });
-            }
-            let frag = fragments.get(&id).copied().unwrap_or_default();
-            let scale = track.timescale.map(|t| t.0).filter(|&t| t > 0);
-            let media_units = track.duration.map(|d| d.0).unwrap_or(0).saturating_add(frag.duration);
+        for t in &self.tracks {
+            let frag = fragments.get(&t.id).copied().unwrap_or_default();
+            let scale = Some(t.timescale).filter(|&s| s > 0);
+            let media_units = t.duration.unwrap_or(0).saturating_add(frag.duration);
             let media_seconds = scale.map(|s| media_units as f64 / s as f64);
             // The edit list trims encoder delay (AAC priming); ffprobe reports the edited
             // length. A zero edit means "the whole media", as in fragmented files.
-            let edited = match (track.edited_duration, movie_scale) {
-                (Some(e), Some(ms)) if e.0 > 0 && frag.samples == 0 => {
-                    let empty = track.empty_duration.map(|d| d.0).unwrap_or(0);
-                    Some(e.0.saturating_add(empty) as f64 / ms as f64)
+            let edited = match (t.edit, movie_scale) {
+                (Some((e, empty)), Some(ms)) if e > 0 && frag.samples == 0 => {
+                    Some(e.saturating_add(empty) as f64 / ms as f64)
                 }
                 _ => None,
             };
             if let Some(d) = edited.or(media_seconds) {
                 longest = Some(longest.map_or(d, |l: f64| l.max(d)));
             }
-            if is_video && out.video.is_none() {
-                let samples = sample_count(track).saturating_add(frag.samples);
-                let (mut width, mut height) = match track.stsd.as_ref().and_then(|s| s.descriptions.first()) {
-                    Some(SampleEntry::Video(v)) => (u32::from(v.width), u32::from(v.height)),
-                    _ => (raw.width, raw.height),
+            let parsed = t.parsed.and_then(|i| self.ctx.tracks.get(i));
+            if t.kind == Kind::Video && out.video.is_none() {
+                let samples = match t.samples {
+                    Some(n) => Some(n.saturating_add(frag.samples)),
+                    None => Some(frag.samples).filter(|&n| n > 0),
                 };
+                let entry = parsed.and_then(|p| p.stsd.as_ref()).and_then(|s| s.descriptions.first());
+                let (mut width, mut height) = match entry {
+                    Some(SampleEntry::Video(v)) => (u32::from(v.width), u32::from(v.height)),
+                    _ => (t.raw.width, t.raw.height),
+                };
+                let tkhd = parsed.and_then(|p| p.tkhd.as_ref());
                 if (width == 0 || height == 0)
-                    && let Some(k) = &track.tkhd
+                    && let Some(k) = tkhd
                 {
                     (width, height) = (k.width >> 16, k.height >> 16);
                 }
-                if track.tkhd.as_ref().is_some_and(|k| quarter_turn(&k.matrix)) {
+                if tkhd.is_some_and(|k| quarter_turn(&k.matrix)) {
                     (width, height) = (height, width);
                 }
-                let frame_rate =
-                    media_seconds.filter(|&s| s > 0.0 && samples > 0).map(|s| samples as f64 / s);
+                let frame_rate = media_seconds
+                    .filter(|&s| s > 0.0)
+                    .zip(samples.filter(|&n| n > 0))
+                    .map(|(s, n)| n as f64 / s);
                 out.video = Some(VideoStream {
                     width,
                     height,
-                    frame_count: Some(samples),
+                    frame_count: samples,
                     frame_rate,
-                    codec: video_codec(&raw.kind),
+                    codec: video_codec(&t.raw.kind),
                 });
             }
-            if is_audio && out.audio.is_none() {
-                out.audio = Some(audio_stream(track, &raw));
+            if t.kind == Kind::Audio && out.audio.is_none() {
+                out.audio = Some(audio_stream(parsed, &t.raw));
             }
         }
         out.duration_seconds = longest;
         Ok(out)
     }
+}
+
+/// Reads a `trak`: `None` unless its handler is video or audio. The sample tables are
+/// read where they lie and nothing of them is kept but a count and an offset.
+fn read_trak(trak: &[u8], file_size: u64) -> Result<Option<TrackInfo>> {
+    let mut kind = None;
+    let mut t = TrackInfo {
+        kind: Kind::Video,
+        id: 0,
+        timescale: 0,
+        duration: None,
+        edit: None,
+        samples: None,
+        first_chunk: None,
+        raw: RawEntry::default(),
+        parsed: None,
+    };
+    let mut sizes = None;
+    let mut raw = None;
+    for b in boxes(trak) {
+        let (k, body) = b?;
+        match &k {
+            b"tkhd" => {
+                let id_at = if body.first() == Some(&1) { 20 } else { 12 };
+                if let Some(id) = be_u32(body, id_at) {
+                    t.id = id;
+                }
+            }
+            b"edts" => {
+                for e in boxes(body) {
+                    let (ek, elst) = e?;
+                    if &ek == b"elst"
+                        && let Some(edit) = first_edit(elst)
+                    {
+                        t.edit = Some(edit);
+                    }
+                }
+            }
+            b"mdia" => {
+                for m in boxes(body) {
+                    let (mk, mbody) = m?;
+                    match &mk {
+                        b"mdhd" => {
+                            if let Some((scale, duration)) = mdhd(mbody) {
+                                (t.timescale, t.duration) = (scale, duration);
+                            }
+                        }
+                        // pre_defined, then the handler type.
+                        b"hdlr" => match mbody.get(8..12) {
+                            Some(b"vide") => kind = Some(Kind::Video),
+                            Some(b"soun") => kind = Some(Kind::Audio),
+                            Some(_) => kind = None,
+                            None => {}
+                        },
+                        b"minf" => {
+                            if let Some(stbl) = child(mbody, b"stbl")? {
+                                read_stbl(stbl, &mut sizes, &mut t.first_chunk, &mut raw)?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(kind) = kind else { return Ok(None) };
+    t.kind = kind;
+    t.raw = raw.unwrap_or_default();
+    t.samples = match sizes {
+        Some(SampleSizes::Each(n)) => Some(n),
+        // Samples of one size are backed by their bytes only: the file must hold them.
+        Some(SampleSizes::Fixed { size, count }) => {
+            Some(count).filter(|_| count.checked_mul(size).is_some_and(|b| b <= file_size))
+        }
+        None => None,
+    };
+    Ok(Some(t))
+}
+
+/// The sample count (from the size table), the first chunk's offset and the first
+/// sample entry of an `stbl`. The tables' counts were checked against their boxes.
+fn read_stbl(
+    stbl: &[u8],
+    sizes: &mut Option<SampleSizes>,
+    first_chunk: &mut Option<u64>,
+    raw: &mut Option<RawEntry>,
+) -> Result<()> {
+    for b in boxes(stbl) {
+        let (kind, body) = b?;
+        match &kind {
+            b"stsd" if raw.is_none() => *raw = Some(raw_entry(body)),
+            b"stsz" => {
+                if let (Some(size), Some(count)) = (be_u32(body, 4), be_u32(body, 8)) {
+                    let count = u64::from(count);
+                    *sizes = Some(match size {
+                        0 => SampleSizes::Each(count),
+                        size => SampleSizes::Fixed { size: u64::from(size), count },
+                    });
+                }
+            }
+            b"stz2" => {
+                if let Some(count) = be_u32(body, 8) {
+                    *sizes = Some(SampleSizes::Each(u64::from(count)));
+                }
+            }
+            // The last of `stco` and `co64` wins, as in mp4parse; an empty one leaves none.
+            b"stco" => *first_chunk = be_u32(body, 4).filter(|&n| n > 0).and(be_u32(body, 8)).map(u64::from),
+            b"co64" => *first_chunk = be_u32(body, 4).filter(|&n| n > 0).and(be_u64(body, 8)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `mdhd`'s timescale and duration (`None` when all ones: unknown), as `mp4parse` reads
+/// them; `None` for a version it refuses.
+fn mdhd(body: &[u8]) -> Option<(u64, Option<u64>)> {
+    match body.first()? {
+        0 => {
+            let d = be_u32(body, 16)?;
+            Some((u64::from(be_u32(body, 12)?), (d != u32::MAX).then_some(u64::from(d))))
+        }
+        1 => {
+            let d = be_u64(body, 24)?;
+            Some((u64::from(be_u32(body, 20)?), (d != u64::MAX).then_some(d)))
+        }
+        _ => None,
+    }
+}
+
+/// The edit `mp4parse` takes from an edit list, `(segment duration, empty duration)`:
+/// the first one, or the second when the first is an empty edit (media time -1).
+fn first_edit(elst: &[u8]) -> Option<(u64, u64)> {
+    let version = *elst.first()?;
+    let count = be_u32(elst, 4)?;
+    let entry = |i: usize| -> Option<(u64, i64)> {
+        match version {
+            1 => {
+                let at = 8 + i * 20;
+                Some((be_u64(elst, at)?, be_u64(elst, at + 8)? as i64))
+            }
+            0 => {
+                let at = 8 + i * 12;
+                Some((u64::from(be_u32(elst, at)?), i64::from(be_u32(elst, at + 4)? as i32)))
+            }
+            _ => None,
+        }
+    };
+    if count == 0 {
+        return None;
+    }
+    let (first, media_time) = entry(0)?;
+    if media_time == -1 {
+        if count < 2 {
+            return None;
+        }
+        return Some((entry(1)?.0, first));
+    }
+    Some((first, 0))
+}
+
+/// The `moov` that `mp4parse` reads: the last `mvhd` (the one it would keep) and the
+/// given `trak`s cut down to what it reads for us (`tkhd`, an `edts` of at most two
+/// edits, `mdhd`, `hdlr` and an `stsd` of its first sample entry). No sample table goes
+/// in, so nothing it allocates is sized by a count the file chose.
+fn slim_moov<'a>(mvhd: Option<&[u8]>, traks: impl Iterator<Item = &'a [u8]>) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if let Some(m) = mvhd {
+        put_box(&mut body, b"mvhd", m)?;
+    }
+    for trak in traks {
+        let mut t = Vec::new();
+        for b in boxes(trak) {
+            let (kind, payload) = b?;
+            match &kind {
+                b"tkhd" => put_box(&mut t, &kind, payload)?,
+                b"edts" => {
+                    let mut e = Vec::new();
+                    for c in boxes(payload) {
+                        let (k, elst) = c?;
+                        if &k == b"elst" {
+                            put_box(&mut e, &k, &first_two_edits(elst))?;
+                        }
+                    }
+                    put_box(&mut t, &kind, &e)?;
+                }
+                b"mdia" => put_box(&mut t, &kind, &slim_mdia(payload)?)?,
+                _ => {}
+            }
+        }
+        put_box(&mut body, b"trak", &t)?;
+    }
+    let mut moov = Vec::new();
+    put_box(&mut moov, b"moov", &body)?;
+    Ok(moov)
+}
+
+fn slim_mdia(mdia: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for b in boxes(mdia) {
+        let (kind, payload) = b?;
+        match &kind {
+            b"mdhd" | b"hdlr" => put_box(&mut out, &kind, payload)?,
+            b"minf" => {
+                let mut stbl = Vec::new();
+                if let Some(s) = child(payload, b"stbl")?
+                    && let Some(stsd) = child(s, b"stsd")?
+                {
+                    // Version and flags, a count of at most one, the first entry.
+                    let head = stsd.get(..4).ok_or_else(|| ProbeError::corrupt(FMT, "stsd is cut short"))?;
+                    let entries = stsd.get(8..).unwrap_or_default();
+                    let mut first = Vec::new();
+                    if be_u32(stsd, 4).is_some_and(|n| n > 0) && !entries.is_empty() {
+                        let (k, p, _) = split_box(entries)?;
+                        put_box(&mut first, &k, p)?;
+                    }
+                    let count = u32::from(!first.is_empty());
+                    put_box(&mut stbl, b"stsd", &[head, &count.to_be_bytes(), &first].concat())?;
+                }
+                let mut minf = Vec::new();
+                put_box(&mut minf, b"stbl", &stbl)?;
+                put_box(&mut out, &kind, &minf)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// An `elst` payload with at most its first two entries, all `mp4parse` uses.
+fn first_two_edits(elst: &[u8]) -> Vec<u8> {
+    let entry = if elst.first() == Some(&1) { 20 } else { 12 };
+    let count = be_u32(elst, 4).unwrap_or(0).min(2);
+    let end = (8 + count as usize * entry).min(elst.len());
+    let mut out = elst.get(..4).unwrap_or_default().to_vec();
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(elst.get(8..end).unwrap_or_default());
+    out
+}
+
+fn put_box(out: &mut Vec<u8>, kind: &[u8; 4], payload: &[u8]) -> Result<()> {
+    let size = u32::try_from(payload.len() + 8).map_err(|_| ProbeError::TooLarge {
+        what: format!("MP4 {} box of {} bytes", fourcc(kind), payload.len()),
+        limit: u64::from(u32::MAX),
+    })?;
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// Refuses sample tables whose declared entry count exceeds what their box holds.
@@ -409,6 +751,10 @@ fn check_sample_tables(moov: &[u8]) -> Result<()> {
                 b"stsc" => (4, 8, 12),
                 b"stco" | b"stss" => (4, 8, 4),
                 b"stsz" if be_u32(body, 4) == Some(0) => (8, 12, 4),
+                b"stz2" => {
+                    check_compact_sizes(body)?;
+                    continue;
+                }
                 _ => continue,
             };
             check_count(&kind, body, layout)?;
@@ -430,17 +776,21 @@ fn check_count(kind: &[u8; 4], body: &[u8], (count_at, first, entry): (usize, u6
     Ok(())
 }
 
-/// Samples in the sample table: `stts` run lengths, else the `stsz` entry count.
-fn sample_count(track: &mp4parse::Track) -> u64 {
-    let from_stts = track
-        .stts
-        .as_ref()
-        .map(|s| s.samples.iter().fold(0u64, |n, e| n.saturating_add(u64::from(e.sample_count))))
-        .unwrap_or(0);
-    if from_stts > 0 {
-        return from_stts;
+/// `stz2`: sample sizes of 4, 8 or 16 bits each, `count` of them after 12 bytes.
+fn check_compact_sizes(body: &[u8]) -> Result<()> {
+    let bad = || ProbeError::corrupt(FMT, "an stz2 box is cut short or has a bad field size");
+    let bits = u64::from(*body.get(7).ok_or_else(bad)?);
+    let count = u64::from(be_u32(body, 8).ok_or_else(bad)?);
+    if !matches!(bits, 4 | 8 | 16) {
+        return Err(bad());
     }
-    track.stsz.as_ref().map(|s| s.sample_sizes.len() as u64).unwrap_or(0)
+    if (count * bits).div_ceil(8) + 12 > body.len() as u64 {
+        return Err(ProbeError::corrupt(
+            FMT,
+            format!("stz2 declares {count} entries that its {} bytes cannot hold", body.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// A rotation of 90° or 270° in the track matrix: the display size is the stored one
@@ -451,13 +801,15 @@ fn quarter_turn(m: &mp4parse::Matrix) -> bool {
     quarter == 1 || quarter == 3
 }
 
-fn audio_stream(track: &mp4parse::Track, raw: &RawEntry) -> AudioStream {
+fn audio_stream(track: Option<&mp4parse::Track>, raw: &RawEntry) -> AudioStream {
     let mut a = AudioStream {
         sample_rate: (raw.rate > 0).then_some(raw.rate),
         channels: (raw.channels > 0).then_some(raw.channels),
         codec: audio_codec(&raw.kind, CodecType::Unknown),
     };
-    if let Some(SampleEntry::Audio(e)) = track.stsd.as_ref().and_then(|s| s.descriptions.first()) {
+    if let Some(SampleEntry::Audio(e)) =
+        track.and_then(|t| t.stsd.as_ref()).and_then(|s| s.descriptions.first())
+    {
         a.codec = audio_codec(&raw.kind, e.codec_type);
         if e.samplerate >= 1.0 && e.samplerate < f64::from(u32::MAX) {
             a.sample_rate = Some(e.samplerate.round() as u32);
@@ -479,32 +831,21 @@ fn audio_stream(track: &mp4parse::Track, raw: &RawEntry) -> AudioStream {
     a
 }
 
-/// Reads a `trak`'s id (from `tkhd`) and the first entry of its `stsd`.
-fn raw_entry(trak: &[u8]) -> Result<Option<(u32, RawEntry)>> {
-    let Some(tkhd) = child(trak, b"tkhd")? else { return Ok(None) };
-    let id_at = if tkhd.first() == Some(&1) { 20 } else { 12 };
-    let Some(id) = be_u32(tkhd, id_at) else { return Ok(None) };
-    let mut stsd = None;
-    if let Some(mdia) = child(trak, b"mdia")?
-        && let Some(minf) = child(mdia, b"minf")?
-        && let Some(stbl) = child(minf, b"stbl")?
-    {
-        stsd = child(stbl, b"stsd")?;
-    }
+/// The first entry of an `stsd` payload, read as both a visual and an audio entry.
+fn raw_entry(stsd: &[u8]) -> RawEntry {
     // stsd: version/flags, entry count, then sample entries.
-    let Some(first) = stsd.and_then(|s| s.get(8..)) else { return Ok(Some((id, RawEntry::default()))) };
-    let Some((kind, entry, _)) = split_box(first).ok() else { return Ok(Some((id, RawEntry::default()))) };
+    let Some(first) = stsd.get(8..) else { return RawEntry::default() };
+    let Ok((kind, entry, _)) = split_box(first) else { return RawEntry::default() };
     // Visual entry: 6 reserved + 2 index + 16 predefined, then width and height (u16).
     // Audio entry: 6 + 2 + 8, then channel count (u16) at 16 and rate (16.16) at 24.
     let u16_at = |at| be_u16(entry, at).map(u32::from).unwrap_or(0);
-    let e = RawEntry {
+    RawEntry {
         kind,
         width: u16_at(24),
         height: u16_at(26),
         channels: u16_at(16),
         rate: be_u32(entry, 24).map(|r| r >> 16).unwrap_or(0),
-    };
-    Ok(Some((id, e)))
+    }
 }
 
 /// ffprobe's codec name for a visual sample entry type.
@@ -556,51 +897,87 @@ fn audio_codec(kind: &[u8; 4], parsed: CodecType) -> String {
     name.to_string()
 }
 
-/// Adds one `moof`'s sample counts and durations, per track, to `totals`.
-fn add_fragment(
-    moof: &[u8],
-    trex: &HashMap<u32, Trex>,
-    totals: &mut HashMap<u32, FragmentTotals>,
-    budget: &mut Budget,
-) -> Result<()> {
-    let bad = |what: &str| ProbeError::corrupt(FMT, what.to_string());
-    for b in boxes(moof) {
-        let (kind, traf) = b?;
-        if &kind != b"traf" {
-            continue;
-        }
-        let tfhd = child(traf, b"tfhd")?.ok_or_else(|| bad("a traf without tfhd"))?;
-        let flags = be_u32(tfhd, 0).ok_or_else(|| bad("tfhd is cut short"))? & 0x00FF_FFFF;
-        let track_id = be_u32(tfhd, 4).ok_or_else(|| bad("tfhd is cut short"))?;
-        // Optional fields follow in flag order; skip to default_sample_duration.
-        let mut at = 8usize;
-        if flags & 0x01 != 0 {
-            at += 8;
-        }
-        if flags & 0x02 != 0 {
-            at += 4;
-        }
-        let default_duration = if flags & 0x08 != 0 {
-            be_u32(tfhd, at).ok_or_else(|| bad("tfhd is cut short"))?
-        } else {
-            trex.get(&track_id).map(|t| t.default_sample_duration).unwrap_or(0)
-        };
-        let total = totals.entry(track_id).or_default();
-        for t in boxes(traf) {
-            let (k, trun) = t?;
-            if &k != b"trun" {
-                continue;
-            }
-            let (samples, duration) = trun_totals(trun, default_duration, budget)?;
-            total.samples = total.samples.saturating_add(samples);
-            total.duration = total.duration.saturating_add(duration);
-        }
-    }
-    Ok(())
+/// What the movie fragments add, per track of the `moov`, and the sample bytes that
+/// runs without per-sample fields declare: such a run's count is backed by nothing in
+/// its box, so its samples must fit the file.
+#[derive(Debug, Default)]
+struct Fragments {
+    totals: HashMap<u32, FragmentTotals>,
+    declared_bytes: u64,
 }
 
-/// Sample count and summed duration of one `trun`.
-fn trun_totals(trun: &[u8], default_duration: u32, budget: &mut Budget) -> Result<(u64, u64)> {
+impl Fragments {
+    /// Adds one `moof`'s sample counts and durations. Fragments of a track the `moov`
+    /// does not describe as video or audio are skipped: nothing is kept per unknown ID.
+    fn add(&mut self, moof: &[u8], movie: &Movie, file_size: u64, budget: &mut Budget) -> Result<()> {
+        let bad = |what: &str| ProbeError::corrupt(FMT, what.to_string());
+        for b in boxes(moof) {
+            let (kind, traf) = b?;
+            if &kind != b"traf" {
+                continue;
+            }
+            budget.spend(1)?;
+            let tfhd = child(traf, b"tfhd")?.ok_or_else(|| bad("a traf without tfhd"))?;
+            let flags = be_u32(tfhd, 0).ok_or_else(|| bad("tfhd is cut short"))? & 0x00FF_FFFF;
+            let track_id = be_u32(tfhd, 4).ok_or_else(|| bad("tfhd is cut short"))?;
+            if !movie.ids.contains(&track_id) {
+                continue;
+            }
+            let trex = movie.trex.get(&track_id).copied().unwrap_or_default();
+            // Optional fields follow in flag order: base data offset (8 bytes), sample
+            // description index, default duration, default size (4 each).
+            let mut at = 8usize;
+            if flags & 0x01 != 0 {
+                at += 8;
+            }
+            if flags & 0x02 != 0 {
+                at += 4;
+            }
+            let mut default_duration = trex.default_sample_duration;
+            if flags & 0x08 != 0 {
+                default_duration = be_u32(tfhd, at).ok_or_else(|| bad("tfhd is cut short"))?;
+                at += 4;
+            }
+            let mut default_size = trex.default_sample_size;
+            if flags & 0x10 != 0 {
+                default_size = be_u32(tfhd, at).ok_or_else(|| bad("tfhd is cut short"))?;
+            }
+            for t in boxes(traf) {
+                let (k, trun) = t?;
+                if &k != b"trun" {
+                    continue;
+                }
+                let run = trun_totals(trun, default_duration, budget)?;
+                if !run.backed {
+                    // Samples of the default size, which must be a size and fit the file.
+                    let bytes = run.samples.saturating_mul(u64::from(default_size));
+                    self.declared_bytes = self.declared_bytes.saturating_add(bytes);
+                    if run.samples > 0 && (default_size == 0 || self.declared_bytes > file_size) {
+                        return Err(bad(&format!(
+                            "trun declares {} samples of {default_size} bytes that the file cannot hold",
+                            run.samples
+                        )));
+                    }
+                }
+                let total = self.totals.entry(track_id).or_default();
+                total.samples = total.samples.saturating_add(run.samples);
+                total.duration = total.duration.saturating_add(run.duration);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `trun`: its samples, their summed duration, and whether per-sample fields in
+/// the box back the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    samples: u64,
+    duration: u64,
+    backed: bool,
+}
+
+fn trun_totals(trun: &[u8], default_duration: u32, budget: &mut Budget) -> Result<Run> {
     let bad = |what: &str| ProbeError::corrupt(FMT, what.to_string());
     let flags = be_u32(trun, 0).ok_or_else(|| bad("trun is cut short"))? & 0x00FF_FFFF;
     let count = be_u32(trun, 4).ok_or_else(|| bad("trun is cut short"))?;
@@ -616,17 +993,19 @@ fn trun_totals(trun: &[u8], default_duration: u32, budget: &mut Budget) -> Resul
     if needed.is_none_or(|n| n > trun.len()) {
         return Err(bad(&format!("trun declares {count} samples that its box does not hold")));
     }
+    let samples = u64::from(count);
+    let backed = per_sample > 0;
     if flags & 0x100 == 0 {
         budget.spend(1)?;
-        return Ok((u64::from(count), u64::from(count) * u64::from(default_duration)));
+        return Ok(Run { samples, duration: samples * u64::from(default_duration), backed });
     }
-    budget.spend(u64::from(count))?;
+    budget.spend(samples)?;
     let mut sum = 0u64;
     for i in 0..count as usize {
         // In bounds: checked against the box length above.
         sum = sum.saturating_add(u64::from(be_u32(trun, at + i * per_sample).unwrap_or(0)));
     }
-    Ok((u64::from(count), sum))
+    Ok(Run { samples, duration: sum, backed })
 }
 
 /// Classifies an `mp4parse` error. The whole `moov` was in memory, so running out of
@@ -657,7 +1036,7 @@ mod tests {
 
     fn run(bytes: Vec<u8>) -> Result<Streams> {
         let size = bytes.len() as u64;
-        probe_reader(&mut Cursor::new(bytes), size, &Limits::default())
+        probe_reader(&mut WalkReader::new(Cursor::new(bytes), size), &Limits::default())
     }
 
     #[test]
@@ -702,7 +1081,7 @@ mod tests {
         f.extend_from_slice(b"moov");
         f.extend_from_slice(&(40u64 << 30).to_be_bytes());
         let size = 41u64 << 30; // as if the file were that large (sparse)
-        let err = probe_reader(&mut Cursor::new(f), size, &Limits::default()).unwrap_err();
+        let err = probe_reader(&mut WalkReader::new(Cursor::new(f), size), &Limits::default()).unwrap_err();
         assert_eq!(err.code().as_str(), "too_large");
     }
 
@@ -734,9 +1113,15 @@ mod tests {
         for d in [512u32, 512, 1024] {
             trun.extend_from_slice(&d.to_be_bytes());
         }
-        assert_eq!(trun_totals(&trun, 0, &mut budget).unwrap(), (3, 2048));
+        assert_eq!(
+            trun_totals(&trun, 0, &mut budget).unwrap(),
+            Run { samples: 3, duration: 2048, backed: true }
+        );
         let no_durations = [0u8, 0, 0, 0, 0, 0, 0, 5];
-        assert_eq!(trun_totals(&no_durations, 1001, &mut budget).unwrap(), (5, 5005));
+        assert_eq!(
+            trun_totals(&no_durations, 1001, &mut budget).unwrap(),
+            Run { samples: 5, duration: 5005, backed: false }
+        );
         // A count the box cannot hold is refused without iterating it.
         let lying = [0u8, 0, 1, 0, 0xFF, 0xFF, 0xFF, 0xFF];
         assert_eq!(trun_totals(&lying, 0, &mut budget).unwrap_err().code().as_str(), "corrupt_file");
@@ -768,5 +1153,171 @@ mod tests {
         assert!(quarter_turn(&m(0, 1 << 16)));
         assert!(quarter_turn(&m(0, -(1 << 16))));
         assert!(!quarter_turn(&m(-(1 << 16), 0)));
+    }
+
+    /// `moov-at-end.mp4`'s moov payload (one H.264 track, 50 samples).
+    fn fixture_moov() -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/assets/video/moov-at-end.mp4");
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(&bytes[5595..5599], b"moov");
+        bytes[5599..].to_vec()
+    }
+
+    /// Rewrites every box named `kind` on the path `moov/trak/mdia/minf/stbl`.
+    fn replace_table(moov: &[u8], kind: &[u8; 4], with: &[u8]) -> Vec<u8> {
+        fn walk(data: &[u8], kind: &[u8; 4], with: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for b in boxes(data) {
+                let (k, payload) = b.unwrap();
+                let payload = match &k {
+                    b"trak" | b"mdia" | b"minf" | b"stbl" => walk(payload, kind, with),
+                    _ if &k == kind => with.to_vec(),
+                    _ => payload.to_vec(),
+                };
+                put_box(&mut out, &k, &payload).unwrap();
+            }
+            out
+        }
+        walk(moov, kind, with)
+    }
+
+    /// Issue 9: mp4parse kept every chunk offset, 8 bytes each (8M took 98 MB). Our
+    /// walk takes the first offset where it lies and hands mp4parse no sample table.
+    #[test]
+    fn chunk_offsets_are_read_where_they_lie_and_never_handed_to_mp4parse() {
+        let mut stco = vec![0, 0, 0, 0];
+        stco.extend_from_slice(&200_000u32.to_be_bytes());
+        for i in 0..200_000u32 {
+            stco.extend_from_slice(&(48 + i).to_be_bytes());
+        }
+        let moov = replace_table(&fixture_moov(), b"stco", &stco);
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!(movie.tracks.len(), 1);
+        assert_eq!(movie.tracks[0].first_chunk, Some(48));
+        assert_eq!(movie.tracks[0].samples, Some(50));
+        let parsed = &movie.ctx.tracks[0];
+        assert!(parsed.stco.is_none() && parsed.stsz.is_none() && parsed.stts.is_none());
+        assert!(parsed.stsd.is_some() && parsed.tkhd.is_some());
+    }
+
+    /// Issue 9: mp4parse kept a `Track` per `trak` (4M empty ones took 1.5 GB). Only
+    /// the first video and audio trak reach it; empty ones are read and dropped.
+    #[test]
+    fn empty_traks_are_not_handed_to_mp4parse() {
+        let mut moov = fixture_moov();
+        moov.extend(b"\0\0\0\x08trak".repeat(200_000));
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!((movie.tracks.len(), movie.ctx.tracks.len()), (1, 1));
+        let s = movie.streams(&HashMap::new()).unwrap();
+        assert_eq!(s.video.map(|v| (v.width, v.frame_count)), Some((160, Some(50))));
+    }
+
+    /// A frame count is backed by bytes: one size per sample, or samples of one size
+    /// that the file can hold.
+    #[test]
+    fn fixed_size_samples_must_fit_the_file() {
+        let mut stsz = vec![0, 0, 0, 0];
+        stsz.extend_from_slice(&1000u32.to_be_bytes());
+        stsz.extend_from_slice(&4_000_000u32.to_be_bytes());
+        let moov = replace_table(&fixture_moov(), b"stsz", &stsz);
+        let small = Movie::parse(&moov, 1 << 20, &Limits::default()).unwrap();
+        assert_eq!(small.tracks[0].samples, None);
+        let video = small.streams(&HashMap::new()).unwrap().video.unwrap();
+        assert_eq!((video.frame_count, video.frame_rate), (None, None));
+        let large = Movie::parse(&moov, 4 << 30, &Limits::default()).unwrap();
+        assert_eq!(large.tracks[0].samples, Some(4_000_000));
+    }
+
+    /// A movie with track 1 whose `trex` gives a default sample size of `size`.
+    fn fragmented_movie(size: u32) -> Movie {
+        Movie {
+            tracks: Vec::new(),
+            ids: HashSet::from([1]),
+            ctx: mp4parse::MediaContext::default(),
+            trex: HashMap::from([(1, Trex { default_sample_duration: 1000, default_sample_size: size })]),
+            fragmented: true,
+        }
+    }
+
+    fn moof(track: u32, samples: u32) -> Vec<u8> {
+        let tfhd = bx(b"tfhd", &[[0u8, 0, 0, 0], track.to_be_bytes()].concat());
+        let trun = bx(b"trun", &[[0u8, 0, 0, 0], samples.to_be_bytes()].concat());
+        [bx(b"mfhd", &[0; 8]), bx(b"traf", &[tfhd, trun].concat())].concat()
+    }
+
+    /// A `trun` without per-sample fields declares its count in 4 bytes: its samples,
+    /// of the default size, must fit the file, and a size of 0 backs nothing.
+    #[test]
+    fn a_trun_count_without_per_sample_fields_needs_sample_bytes_in_the_file() {
+        let mut budget = Budget::new(&Limits::default());
+        let mut f = Fragments::default();
+        f.add(&moof(1, 1000), &fragmented_movie(100), 1 << 20, &mut budget).unwrap();
+        assert_eq!(f.totals[&1], FragmentTotals { samples: 1000, duration: 1_000_000 });
+        let err = f.add(&moof(1, u32::MAX), &fragmented_movie(100), 1 << 20, &mut budget).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file", "{err}");
+        let mut f = Fragments::default();
+        let err = f.add(&moof(1, 10), &fragmented_movie(0), 1 << 20, &mut budget).unwrap_err();
+        assert_eq!(err.code().as_str(), "corrupt_file", "{err}");
+        // Fragments of a track the moov does not describe keep nothing.
+        let mut f = Fragments::default();
+        f.add(&moof(7, u32::MAX), &fragmented_movie(0), 1 << 20, &mut budget).unwrap();
+        assert!(f.totals.is_empty());
+    }
+
+    #[test]
+    fn a_deeply_nested_box_in_moov_is_not_descended_into() {
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            nested = bx(b"udta", &nested);
+        }
+        let mut moov = fixture_moov();
+        moov.extend(bx(b"udta", &nested));
+        let movie = Movie::parse(&moov, 1 << 30, &Limits::default()).unwrap();
+        assert_eq!(movie.tracks[0].samples, Some(50));
+    }
+
+    /// What is kept per video or audio `trak` counts against the memory limit with the
+    /// moov: a moov of a million minimal audio traks is too large, not 120 MB of them.
+    #[test]
+    fn the_tracks_kept_count_against_the_memory_limit() {
+        let hdlr = bx(b"hdlr", &[[0u8; 8].as_slice(), b"soun", &[0; 13]].concat());
+        let trak = bx(b"trak", &bx(b"mdia", &hdlr));
+        let mut moov = fixture_moov();
+        moov.extend(trak.repeat(1000));
+        let limits = Limits { max_memory_bytes: moov.len() as u64 + 100 * TRACK_COST, ..Limits::default() };
+        let err = Movie::parse(&moov, 1 << 30, &limits).err().unwrap();
+        assert_eq!(err.code().as_str(), "too_large", "{err}");
+        let limits = Limits { max_memory_bytes: moov.len() as u64 + 1001 * TRACK_COST, ..Limits::default() };
+        assert_eq!(Movie::parse(&moov, 1 << 30, &limits).unwrap().tracks.len(), 1001);
+    }
+
+    /// mp4parse keeps every `sinf` of a protected sample entry (a hundred bytes for
+    /// each 8-byte box: 32 MB of them took 308 MB). The answer is `encrypted` before it
+    /// reads any.
+    #[test]
+    fn a_protected_sample_entry_is_encrypted_before_mp4parse_reads_it() {
+        let moov = fixture_moov();
+        let stbl = |kind: &[u8; 4]| {
+            let mut out = None;
+            for b in boxes(&moov) {
+                let (k, trak) = b.unwrap();
+                if &k == b"trak" {
+                    let stbl = child(
+                        child(child(trak, b"mdia").unwrap().unwrap(), b"minf").unwrap().unwrap(),
+                        b"stbl",
+                    );
+                    out = child(stbl.unwrap().unwrap(), kind).unwrap().map(<[u8]>::to_vec);
+                }
+            }
+            out.unwrap()
+        };
+        let stsd = stbl(b"stsd");
+        let (_, entry, _) = split_box(&stsd[8..]).unwrap();
+        let mut encv = Vec::new();
+        put_box(&mut encv, b"encv", &[entry, &b"\0\0\0\x08sinf".repeat(100_000)].concat()).unwrap();
+        let moov = replace_table(&moov, b"stsd", &[&stsd[..8], &encv].concat());
+        let err = Movie::parse(&moov, 1 << 30, &Limits::default()).err().unwrap();
+        assert_eq!(err.code().as_str(), "encrypted");
     }
 }

@@ -349,7 +349,11 @@ fn truncated_and_mutated_fixtures_never_panic_or_hang() {
 
 /// Most length fields tried per fixture: those the structure walkers know first, then
 /// integers of the first KiB whose value could be a length (8 ≤ v ≤ file size).
-const MAX_LENGTH_FIELDS: usize = 18;
+const MAX_LENGTH_FIELDS: usize = 30;
+/// Guessed fields added to the known ones: at least this many, and enough to reach
+/// [`MIN_LENGTH_FIELDS`] for formats without a walker (GIF, BMP, MP3).
+const MIN_GUESSED_FIELDS: usize = 6;
+const MIN_LENGTH_FIELDS: usize = 18;
 
 fn length_fields(bytes: &[u8], spans: &[Span], rng: &mut XorShift) -> Vec<Field> {
     let mut known: Vec<Field> = spans.iter().filter_map(|s| s.size).collect();
@@ -366,8 +370,9 @@ fn length_fields(bytes: &[u8], spans: &[Span], rng: &mut XorShift) -> Vec<Field>
         }
     }
     // Known fields spread over the file, then guesses at random, up to the cap.
-    let mut chosen = spread(&known, MAX_LENGTH_FIELDS * 2 / 3);
-    while chosen.len() < MAX_LENGTH_FIELDS && !guessed.is_empty() {
+    let mut chosen = spread(&known, MAX_LENGTH_FIELDS - MIN_GUESSED_FIELDS);
+    let wanted = (chosen.len() + MIN_GUESSED_FIELDS).max(MIN_LENGTH_FIELDS);
+    while chosen.len() < wanted && !guessed.is_empty() {
         chosen.push(guessed.swap_remove(rng.below(guessed.len())));
     }
     chosen

@@ -343,13 +343,45 @@ fn isobmff(b: &[u8], from: usize, to: usize, parents: &[usize], depth: usize, ou
         let end = at + size as usize;
         let kind = &b[at + 4..at + 8];
         let idx = push(out, at, end, Some(field), parents);
-        if ISO_CONTAINERS.iter().any(|c| kind == *c) {
+        if kind == b"stsd" {
+            // Full box, entry count, then sample entries whose children (avcC, esds,
+            // sinf…) follow a fixed visual or audio header: where a declared size is
+            // most likely to be trusted for an allocation.
+            isobmff_sample_entries(b, at + header + 8, end, &with(parents, idx), depth + 1, out);
+        } else if ISO_CONTAINERS.iter().any(|c| kind == *c) {
             // `meta` is a full box: version and flags before its children (in MP4's
             // udta as in HEIF).
             let body = at + header + if kind == b"meta" { 4 } else { 0 };
             isobmff(b, body, end, &with(parents, idx), depth + 1, out);
         }
         at = end;
+    }
+}
+
+fn isobmff_sample_entries(
+    b: &[u8],
+    from: usize,
+    to: usize,
+    parents: &[usize],
+    depth: usize,
+    out: &mut Vec<Span>,
+) {
+    let mut at = from;
+    while at + 8 <= to && out.len() < 4096 {
+        let Some(size) = Enc::U32Be.read(b, at).map(|s| s as usize) else { break };
+        if size < 8 || at + size > to {
+            break;
+        }
+        let idx = push(out, at, at + size, Some(Field { at, enc: Enc::U32Be }), parents);
+        let header = match &b[at + 4..at + 8] {
+            b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"encv" | b"mp4v" | b"av01" | b"vp09" => Some(8 + 78),
+            b"mp4a" | b"enca" | b"Opus" | b"fLaC" | b"ac-3" | b"ec-3" => Some(8 + 28),
+            _ => None,
+        };
+        if let Some(header) = header {
+            isobmff(b, at + header, at + size, &with(parents, idx), depth + 1, out);
+        }
+        at += size;
     }
 }
 

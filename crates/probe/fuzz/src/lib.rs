@@ -200,13 +200,13 @@ pub fn implausible(m: &AssetMetadata, limits: &Limits) -> Option<String> {
     if bad_dim(m.width) || bad_dim(m.height) {
         return Some(format!("implausible dimensions {:?} x {:?}", m.width, m.height));
     }
-    if let (Some(w), Some(h)) = (m.width, m.height) {
-        if u64::from(w) * u64::from(h) > limits.max_pixels {
-            return Some(format!("implausible pixel count {w} x {h}"));
-        }
+    if let (Some(w), Some(h)) = (m.width, m.height)
+        && u64::from(w) * u64::from(h) > limits.max_pixels
+    {
+        return Some(format!("implausible pixel count {w} x {h}"));
     }
     // A week is longer than any asset a labeling tool shows, and far below 1e19 s.
-    if m.duration_seconds.is_some_and(|d| !d.is_finite() || d < 0.0 || d > 7.0 * 86_400.0) {
+    if m.duration_seconds.is_some_and(|d| !(0.0..=7.0 * 86_400.0).contains(&d)) {
         return Some(format!("implausible duration {:?}", m.duration_seconds));
     }
     if m.frame_rate.is_some_and(|r| !r.is_finite() || r <= 0.0 || r > 10_000.0) {

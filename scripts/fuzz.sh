@@ -4,7 +4,9 @@
 #
 #   scripts/fuzz.sh TARGET SECONDS   one target for a time budget (resumes a previous run)
 #   scripts/fuzz.sh all SECONDS      every target in turn, SECONDS each
-#   scripts/fuzz.sh triage [DIR...]  every crash/hang through probe_one: answer, time, peak RSS
+#   scripts/fuzz.sh triage [DIR|FILE...]  every crash/hang (default: all under the output
+#                                    folder) through probe_one: answer, time, peak RSS; and
+#                                    through its target's harness: why it aborted
 #   scripts/fuzz.sh tmin TARGET FILE OUT   minimise one finding with afl-tmin
 #   scripts/fuzz.sh build            build the instrumented targets only
 #
@@ -12,7 +14,9 @@
 # Findings land in crates/probe/fuzz/out/TARGET/default/{crashes,hangs}/ (FUZZ_OUT moves
 # them). The harness aborts on a panic, on an input over FUZZ_BUDGET_MS (2000) and on an
 # allocation past FUZZ_MEM_MB (512) of address space; FUZZ_CHECK_VALUES=1 also aborts on
-# implausible successes (0 px, 1e19 s). See crates/probe/fuzz/README.md.
+# implausible successes (0 px, 1e19 s), for campaigns and triage alike:
+#   FUZZ_CHECK_VALUES=1 FUZZ_OUT=crates/probe/fuzz/out/values scripts/fuzz.sh probe 600
+# See crates/probe/fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,7 +29,7 @@ export PATH=$ROOT/.tools/bin:$PATH
 die() { echo "fuzz: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -120,9 +124,9 @@ triage() {
     if (($#)); then
         for f in "$@"; do
             if [[ -d $f ]]; then
-                while IFS= read -r -d '' g; do files+=("$g"); done < <(find "$f" -type f -name 'id:*' -print0 | sort -z)
+                while IFS= read -r -d '' g; do files+=("$g"); done < <(find "$(realpath "$f")" -type f -name 'id:*' -print0 | sort -z)
             else
-                files+=("$f")
+                files+=("$(realpath "$f")")
             fi
         done
     else
@@ -138,19 +142,14 @@ triage() {
         # 8 GiB of address space and 60 s: enough to see a bomb's size, not to sink the machine.
         (ulimit -v 8388608; timeout 60 /usr/bin/time -v "$probe_one" "$f") >"$tmp/out" 2>"$tmp/err" && rc=0 || rc=$?
         local answer ms rss
-        answer=$(python3 -c 'import json,sys
-try:
-    d=json.loads(open(sys.argv[1]).readline())
-    print(d["error"]["code"] if "error" in d else "ok")
-except Exception: print("-")' "$tmp/out")
-        ms=$(python3 -c 'import json,sys
-try: print(json.loads(open(sys.argv[1]).readline())["millis"])
-except Exception: print("-")' "$tmp/out")
+        answer=$(grep -o '"code":"[a-z_]*"' "$tmp/out" | head -1 | cut -d'"' -f4 || true)
+        [[ -n $answer ]] || { grep -q '"metadata"' "$tmp/out" && answer=ok || answer=-; }
+        ms=$(grep -o '"millis":[0-9]*' "$tmp/out" | head -1 | cut -d: -f2 || true)
         rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tmp/err")
         [[ $rc == 124 ]] && answer="KILLED(60s)"
         [[ $rc -gt 128 && $rc != 124 ]] && answer="SIGNAL$((rc - 128))"
-        grep -q "overflowed its stack" "$tmp/err" && answer="STACK_OVERFLOW"
-        grep -q "memory allocation of" "$tmp/err" && answer="ALLOC_FAILED"
+        if grep -q "overflowed its stack" "$tmp/err"; then answer="STACK_OVERFLOW"; fi
+        if grep -q "memory allocation of" "$tmp/err"; then answer="ALLOC_FAILED"; fi
         # The harness: the target is the folder under $OUT the file came from.
         local why="-" target
         target=$(realpath --relative-to="$OUT" "$f" 2>/dev/null | cut -d/ -f1)
@@ -161,7 +160,7 @@ except Exception: print("-")' "$tmp/out")
                 tr '\n' ' ' | cut -c1-160 || true)
             [[ -n $why ]] || why="(no abort when replayed)"
         fi
-        printf '%-60s %-16s %8s %9s  %s\n' "${f#"$OUT/"}" "$answer" "$ms" "${rss:--}" "$why"
+        printf '%-60s %-16s %8s %9s  %s\n' "${f#"$OUT/"}" "$answer" "${ms:--}" "${rss:--}" "$why"
     done
     rm -rf "$tmp"
 }

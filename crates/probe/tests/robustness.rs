@@ -7,14 +7,15 @@
 //! and says how to run it again. Coverage-guided fuzzing lives in `crates/probe/fuzz`.
 //!
 //! A stack overflow or a failed allocation aborts the test process instead of failing
-//! one case; the overflow message names the thread, which is named after the case. For
-//! an allocation failure, `ROBUSTNESS_TRACE=1` prints each case before it runs.
+//! one case. The overflow message names the thread, which is named after the case; and
+//! each family keeps the case it is running in `target/tmp/robustness/FAMILY/`
+//! (`current.txt` names it, `case-N` is the input), so after any abort the cases in
+//! flight are there.
 
 mod robustness {
     pub mod structures;
 }
 
-use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -32,8 +33,10 @@ const BUDGET: Duration = Duration::from_secs(10);
 /// probe's own `max_memory_bytes` default. A declared 4 GB length that is touched
 /// shows here.
 const MAX_RSS_GROWTH_KB: u64 = 256 * 1024;
-/// Address space one input may reserve beyond what the test process had at start.
-const MAX_RESERVE: u64 = 1 << 30;
+/// Address space the whole test process may reserve beyond what it had at start: room
+/// for two families each filling a 32-bit declared length (4 GiB would not be: both
+/// parallel families would then die on any small allocation instead of reporting).
+const MAX_RESERVE: u64 = 10 << 30;
 /// A family stops after this many abandoned (timed-out) parser threads, which keep
 /// spinning and would slow every later case into a false timeout.
 const MAX_TIMEOUTS: usize = 3;
@@ -107,11 +110,11 @@ struct Case {
 /// Runs a family's cases, collecting every failure, and fails the test with all of them.
 struct Family {
     name: &'static str,
-    dir: tempfile::TempDir,
+    /// `target/tmp/robustness/NAME`: the input being probed and `current.txt`.
+    dir: PathBuf,
     runs: usize,
     timeouts: usize,
     failures: Vec<String>,
-    trace: bool,
     /// How many cases got metadata, and each error code: printed at the end (see it
     /// with `--nocapture`), so a family that stops reaching the parsers shows.
     answers: std::collections::BTreeMap<String, usize>,
@@ -131,15 +134,10 @@ impl Family {
                 }
             }));
         });
-        Family {
-            name,
-            dir: tempfile::tempdir().unwrap(),
-            runs: 0,
-            timeouts: 0,
-            failures: Vec::new(),
-            trace: std::env::var_os("ROBUSTNESS_TRACE").is_some(),
-            answers: Default::default(),
-        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("robustness").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Family { name, dir, runs: 0, timeouts: 0, failures: Vec::new(), answers: Default::default() }
     }
 
     /// Probes one case on its own thread (std's default stack, as the probe's pool
@@ -151,12 +149,10 @@ impl Family {
             return false;
         }
         self.runs += 1;
-        if self.trace {
-            let _ =
-                writeln!(std::io::stderr(), "robustness {}: {} [{}]", self.name, case.fixture, case.mutation);
-        }
-        // A fresh name per case: an abandoned thread may still be reading the last one.
-        let path = self.dir.path().join(format!("case-{}", self.runs));
+        // What runs now, for whoever reads this after an abort.
+        let current = format!("{} [{}] -> case-{}\n", case.fixture, case.mutation, self.runs);
+        std::fs::write(self.dir.join("current.txt"), current).unwrap();
+        let path = self.dir.join(format!("case-{}", self.runs));
         std::fs::write(&path, &case.bytes).unwrap();
         let limits = Limits { max_millis: BUDGET.as_millis() as u64, ..Limits::default() };
         let rss_before = peak_rss::reset();
@@ -232,6 +228,7 @@ impl Family {
     }
 
     fn finish(self) {
+        let _ = std::fs::remove_file(self.dir.join("current.txt"));
         println!("{}: {} inputs, answers {:?}", self.name, self.runs, self.answers);
         let mut failures = self.failures;
         if self.timeouts >= MAX_TIMEOUTS {
@@ -249,12 +246,13 @@ impl Family {
     }
 }
 
-/// Caps the process's address space at what it has now plus [`MAX_RESERVE`]: an
-/// extractor that reserves what a header declares (4 GB for a `u32` length) then fails
-/// here, as it would in a container with a memory limit, instead of passing unnoticed
-/// because untouched pages cost nothing. A fallible reservation surfaces as an `io`
-/// answer (a failure below); an infallible one aborts the process with "memory
-/// allocation of N bytes failed" (`ROBUSTNESS_TRACE=1` names the case).
+/// Caps the process's address space at what it has now plus [`MAX_RESERVE`], so that
+/// an extractor which reserves what a header declares cannot take the CI machine down:
+/// a fallible reservation past the cap surfaces as an `io` answer (a failure below), an
+/// infallible one aborts the process with "memory allocation of N bytes failed" (see
+/// the module doc for where the case is then). Touched memory below the cap is what
+/// [`MAX_RSS_GROWTH_KB`] bounds; untouched reservations below it are the fuzz harness's
+/// to catch (it caps at 512 MiB).
 fn limit_address_space() {
     let Some(now_kb) = peak_rss::status_kb("VmSize:") else { return };
     let cap = now_kb * 1024 + MAX_RESERVE;

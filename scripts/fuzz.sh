@@ -83,14 +83,21 @@ seed() {
     [[ -n $(ls -A "$dir") ]] || die "no seeds for $t"
 }
 
+# Where the harness writes each input (tmpfs when there is one), removed on exit: a
+# crashing input's copy stays behind otherwise, thousands of them under afl-tmin.
+scratch_dir() {
+    local base=${TMPDIR:-/tmp}
+    [[ -d /dev/shm && -w /dev/shm ]] && base=/dev/shm
+    mktemp -d "$base/asset-probe-fuzz.XXXXXX"
+}
+
 campaign() {
     local t=$1 secs=$2 bin=$FUZZ_DIR/target/release/$1
     local out=$OUT/$t seeds=$OUT/$t.seeds
     seed "$t" "$seeds"
     mkdir -p "$out"
     local scratch
-    scratch=$(mktemp -d "${TMPDIR:-/tmp}/asset-probe-fuzz.XXXXXX")
-    [[ -d /dev/shm && -w /dev/shm ]] && { rmdir "$scratch"; scratch=$(mktemp -d /dev/shm/asset-probe-fuzz.XXXXXX); }
+    scratch=$(scratch_dir)
     echo "fuzz: $t for ${secs}s, $(ls "$seeds" | wc -l) seeds, output in $out/default" >&2
     # -t: AFL's own hang limit, a backstop above the harness's FUZZ_BUDGET_MS abort.
     # -m none: the harness limits its address space itself (RLIMIT_AS).
@@ -137,6 +144,7 @@ triage() {
     cargo build -q -p asset-probe --release --example probe_one
     local probe_one=$ROOT/target/release/examples/probe_one tmp
     tmp=$(mktemp -d)
+    export FUZZ_TMPDIR=$tmp
     printf '%-60s %-16s %8s %9s  %s\n' FILE ANSWER MS MAXRSS_KB HARNESS
     for f in "${files[@]}"; do
         # 8 GiB of address space and 60 s: enough to see a bomb's size, not to sink the machine.
@@ -172,7 +180,10 @@ case ${1:-} in
         (($# == 4)) || usage
         is_target "$2" || die "unknown target $2"
         ensure_afl
-        AFL_SKIP_CPUFREQ=1 cargo afl tmin -t 5000 -m none -i "$3" -o "$4" -- "$FUZZ_DIR/target/release/$2"
+        scratch=$(scratch_dir)
+        AFL_SKIP_CPUFREQ=1 FUZZ_TMPDIR=$scratch cargo afl tmin -t 5000 -m none -i "$3" -o "$4" -- "$FUZZ_DIR/target/release/$2" \
+            || echo "fuzz: afl-tmin exited with $?" >&2
+        rm -rf "$scratch"
         ;;
     all)
         (($# == 2)) || usage

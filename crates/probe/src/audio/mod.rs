@@ -34,7 +34,7 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
     let stream = match format {
         Format::Wav => wav::probe(src, limits)?,
         Format::Aiff => aiff::probe(src, limits)?,
-        Format::Flac => flac::probe(&mut src.file()?, 0)?,
+        Format::Flac => flac::probe(&mut src.file()?, 0, src.size())?,
         Format::Ogg => ogg::probe(src)?,
         Format::Mp3 => mpeg::probe(src, limits)?,
         Format::Adts => adts::probe(src, 0, src.size(), limits)?,

@@ -85,7 +85,7 @@ pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Stream> {
     buf.truncate(n);
     // An ID3v2 tag also precedes FLAC and ADTS streams now and then.
     if buf.starts_with(b"fLaC") {
-        return flac::probe(&mut file, start);
+        return flac::probe(&mut file, start, size);
     }
     if buf.len() >= 2 && buf[0] == 0xFF && buf[1] & 0xF6 == 0xF0 {
         return adts::probe(src, start, end, limits);

@@ -53,7 +53,15 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         }
         Format::WebP => {
             let extra = webp::walk(&mut walk_reader(src)?, src.size(), limits)?;
-            (Some(dimensions(src.reader()?, image::ImageFormat::WebP, "WebP", limits)?), extra)
+            let (w, h) =
+                extra.stored.ok_or_else(|| ProbeError::corrupt("WebP", "no VP8X, VP8L or VP8 chunk"))?;
+            if w > limits.max_dimension || h > limits.max_dimension {
+                return Err(ProbeError::TooLarge {
+                    what: format!("WebP image of {w}x{h}"),
+                    limit: u64::from(limits.max_dimension),
+                });
+            }
+            (Some((w, h)), extra)
         }
         Format::Bmp => {
             bmp::check_length(&mut src.reader()?, src.size())?;

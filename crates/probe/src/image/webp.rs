@@ -1,5 +1,8 @@
-//! WebP RIFF chunk walk: the animation flag (VP8X), the ANMF frame count and the EXIF
-//! chunk's orientation. A file shorter than its RIFF header declares is truncated.
+//! WebP RIFF chunk walk: the stored size (VP8X canvas, else the first VP8L or VP8
+//! bitstream header), the animation flag (VP8X), the ANMF frame count and the EXIF
+//! chunk's orientation. A file shorter than its RIFF header declares is truncated. The
+//! size is read here rather than by the `image` crate, whose lossless header read turned
+//! a legal width of 16,384 (14 bits of width − 1, all set) into 0.
 
 use std::io::{BufRead, Seek};
 
@@ -25,6 +28,7 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
     }
     let mut extra = Extra::default();
     let mut animated = false;
+    let mut canvas = false;
     let mut frames: u64 = 0;
     let mut pos: u64 = 12;
     let mut budget = Budget::new(limits, NAME);
@@ -37,10 +41,34 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits
             return Err(ProbeError::truncated(NAME, "a chunk runs past the end of the RIFF data"));
         }
         match &head[..4] {
-            b"VP8X" if len >= 1 => {
-                let [flags] = read_array(r, NAME, "the VP8X chunk")?;
-                animated = flags & ANIMATION_FLAG != 0;
-                skip(r, padded - 1, NAME, "the VP8X chunk")?;
+            b"VP8X" if len >= 10 => {
+                let x: [u8; 10] = read_array(r, NAME, "the VP8X chunk")?;
+                animated = x[0] & ANIMATION_FLAG != 0;
+                let w = u32::from_le_bytes([x[4], x[5], x[6], 0]) + 1;
+                let h = u32::from_le_bytes([x[7], x[8], x[9], 0]) + 1;
+                // The canvas is the image's size, whatever its frames say.
+                extra.stored = Some((w, h));
+                canvas = true;
+                skip(r, padded - 10, NAME, "the VP8X chunk")?;
+            }
+            b"VP8L" if len >= 5 && !canvas && extra.stored.is_none() => {
+                let l: [u8; 5] = read_array(r, NAME, "the VP8L header")?;
+                if l[0] != 0x2f {
+                    return Err(ProbeError::corrupt(NAME, "a VP8L chunk without its signature"));
+                }
+                let bits = u32::from_le_bytes([l[1], l[2], l[3], l[4]]);
+                extra.stored = Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1));
+                skip(r, padded - 5, NAME, "the VP8L chunk")?;
+            }
+            b"VP8 " if len >= 10 && !canvas && extra.stored.is_none() => {
+                let k: [u8; 10] = read_array(r, NAME, "the VP8 frame header")?;
+                if k[3..6] != [0x9d, 0x01, 0x2a] {
+                    return Err(ProbeError::corrupt(NAME, "a VP8 chunk without its start code"));
+                }
+                let w = u32::from(u16::from_le_bytes([k[6], k[7]]) & 0x3FFF);
+                let h = u32::from(u16::from_le_bytes([k[8], k[9]]) & 0x3FFF);
+                extra.stored = Some((w, h));
+                skip(r, padded - 10, NAME, "the VP8 chunk")?;
             }
             b"ANMF" => {
                 frames += 1;

@@ -1019,7 +1019,12 @@ fn classify(e: mp4parse::Error, limits: &Limits) -> ProbeError {
         mp4parse::Error::OutOfMemory => {
             ProbeError::TooLarge { what: "MP4 sample tables".into(), limit: limits.max_memory_bytes }
         }
-        mp4parse::Error::Io(e) => ProbeError::Io(e),
+        // mp4parse reads our in-memory copy of `moov`, never the disk: its I/O errors
+        // (an allocation a declared child size asked for, a read past a box's end) are
+        // the data's fault, not a local one to retry.
+        mp4parse::Error::Io(e) => {
+            ProbeError::corrupt(FMT, format!("a box inside moov declares more than it holds ({e})"))
+        }
     }
 }
 

@@ -1,0 +1,5 @@
+//! AFL++ target: the pdf extractors, on inputs detection assigns to them.
+
+fn main() {
+    asset_probe_fuzz::run(asset_probe_fuzz::Target::Pdf);
+}

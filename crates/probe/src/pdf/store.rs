@@ -139,14 +139,17 @@ impl Doc {
         for num in scan.object_streams {
             let stm = match self.objstm(num) {
                 Ok(stm) => stm,
-                // One unreadable object stream does not spoil the others.
-                Err(Failure::Final(ProbeError::Io(e))) => return Err(Failure::Final(ProbeError::Io(e))),
+                // A limit or a read error ends the rebuild; one damaged object stream
+                // does not spoil the others.
+                Err(Failure::Final(e @ (ProbeError::Io(_) | ProbeError::TooLarge { .. }))) => {
+                    return Err(Failure::Final(e));
+                }
                 Err(_) => continue,
             };
             for (index, &(member, _)) in stm.pairs.iter().enumerate() {
                 let Ok(index) = u32::try_from(index) else { break };
                 if self.xref.add_scanned(member, Entry::InStream { stream: num, index }) {
-                    self.budget.charge(32, "PDF objects found by a rebuild")?;
+                    self.budget.charge(xref::SCANNED_ENTRY_COST, "PDF objects found by a rebuild")?;
                 }
             }
         }
@@ -266,16 +269,16 @@ impl Doc {
             return Err(missing("is not a stream"));
         };
         let length = self.length(&dict)?;
+        if self.inflated >= self.max_inflated {
+            return Err(self.inflated_too_much());
+        }
         let cap = self.budget.stream_cap();
         let raw = stream_bytes(&mut self.file, data_at, length, cap)?;
         let raw = self.decrypt(id, &dict, raw)?;
         let data = filter::decode(raw, &dict, cap)?;
         self.inflated += data.len() as u64;
         if self.inflated > self.max_inflated {
-            return Err(Failure::Final(ProbeError::TooLarge {
-                what: "bytes decoded from PDF object streams".into(),
-                limit: self.max_inflated,
-            }));
+            return Err(self.inflated_too_much());
         }
         let first = match dict.int(b"First") {
             Some(f) if f >= 0 && (f as u64) <= data.len() as u64 => f as u64,
@@ -301,6 +304,13 @@ impl Doc {
         }
         let size = data.len() as u64 + pairs.len() as u64 * 8;
         self.objstms.insert(num, ObjStm { data, first, pairs }, size, &mut self.budget)
+    }
+
+    fn inflated_too_much(&self) -> Failure {
+        Failure::Final(ProbeError::TooLarge {
+            what: "bytes decoded from PDF object streams".into(),
+            limit: self.max_inflated,
+        })
     }
 
     /// Decrypts a stream's data when the file is encrypted (lopdf's security handler,

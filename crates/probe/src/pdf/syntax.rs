@@ -128,7 +128,7 @@ impl Bytes for FileBytes {
 
 /// A PDF object as far as the probe needs it (streams are their dictionary plus the
 /// offset of their data, see [`Indirect`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) enum Object {
     Null,
     Bool(bool),
@@ -141,7 +141,7 @@ pub(crate) enum Object {
     Ref(ObjectId),
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct Dict(pub(crate) Vec<(Box<[u8]>, Object)>);
 
 impl Dict {
@@ -312,12 +312,25 @@ pub(crate) struct Lexer<'a, B: Bytes> {
     src: &'a mut B,
     pub(crate) pos: u64,
     end: u64,
+    /// The longest string collected (a parser's memory budget); longer is `TooLarge`.
+    string_cap: usize,
 }
 
 impl<'a, B: Bytes> Lexer<'a, B> {
     pub(crate) fn new(src: &'a mut B, pos: u64) -> Self {
         let end = src.size();
-        Lexer { src, pos, end }
+        Lexer { src, pos, end, string_cap: usize::MAX }
+    }
+
+    fn collect(&self, out: &mut Vec<u8>, byte: u8) -> Res<()> {
+        if out.len() >= self.string_cap {
+            return Err(Failure::Final(ProbeError::TooLarge {
+                what: "a PDF string in memory".into(),
+                limit: self.string_cap as u64,
+            }));
+        }
+        out.push(byte);
+        Ok(())
     }
 
     #[inline]
@@ -437,7 +450,7 @@ impl<'a, B: Bytes> Lexer<'a, B> {
             // Readers skip what is not a hex digit; so do we.
             let Some(v) = hex(c) else { continue };
             match high.take() {
-                Some(h) if keep => out.push(h << 4 | v),
+                Some(h) if keep => self.collect(&mut out, h << 4 | v)?,
                 Some(_) => {}
                 None => high = Some(v),
             }
@@ -502,7 +515,7 @@ impl<'a, B: Bytes> Lexer<'a, B> {
                 _ => c,
             };
             if keep {
-                out.push(byte);
+                self.collect(&mut out, byte)?;
             }
         }
     }
@@ -603,7 +616,9 @@ enum Frame {
 
 impl<'a, B: Bytes> Parser<'a, B> {
     pub(crate) fn new(src: &'a mut B, pos: u64, max_depth: u32, budget: u64) -> Self {
-        Parser { lex: Lexer::new(src, pos), max_depth, budget, used: 0 }
+        let mut lex = Lexer::new(src, pos);
+        lex.string_cap = usize::try_from(budget).unwrap_or(usize::MAX);
+        Parser { lex, max_depth, budget, used: 0 }
     }
 
     fn charge(&mut self, bytes: u64) -> Res<()> {
@@ -892,6 +907,16 @@ mod tests {
         let mut src: &[u8] = &nest(9);
         let err = Parser::new(&mut src, 0, 8, 1 << 20).skip_value(0).unwrap_err();
         assert!(matches!(err, Failure::Final(ProbeError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn strings_are_collected_up_to_the_budget_only() {
+        let long = [b"(".to_vec(), vec![b'a'; 10_000], b")".to_vec()].concat();
+        let mut src: &[u8] = &long;
+        let err = Parser::new(&mut src, 0, 8, 4096).value(0).unwrap_err();
+        assert!(matches!(err, Failure::Final(ProbeError::TooLarge { limit: 4096, .. })));
+        let mut src: &[u8] = &long;
+        Parser::new(&mut src, 0, 8, 0).skip_value(0).unwrap();
     }
 
     #[test]

@@ -353,6 +353,9 @@ pub(crate) struct Scan {
     pub(crate) object_streams: Vec<u32>,
 }
 
+/// What an object found by a rebuild costs: a map entry is 24 bytes and a control
+/// byte, at most 7/8 full, and growing holds the old and new tables at once.
+pub(crate) const SCANNED_ENTRY_COST: u64 = 48;
 /// Trailers and xref streams a rebuild parses, newest first, looking for the catalog.
 const MAX_CANDIDATES: usize = 64;
 /// Markers noted within this distance after an object's header belong to it.
@@ -384,9 +387,6 @@ pub(crate) fn scan(file: &mut FileBytes, budget: &mut Budget, max_depth: u32) ->
         (Hit::XRef, memmem::Finder::new(b"/XRef")),
         (Hit::Catalog, memmem::Finder::new(b"/Catalog")),
     ];
-    // A map entry is 24 bytes and a control byte, at most 7/8 full, and growing means
-    // old and new tables at once: 48 bytes an entry keeps the peak under the limit.
-    let entry_cost = 48u64;
     let mut map: HashMap<u32, Entry> = HashMap::new();
     let mut trailers: Vec<u64> = Vec::new();
     let mut marked: Vec<(Hit, u32, u64)> = Vec::new();
@@ -413,7 +413,7 @@ pub(crate) fn scan(file: &mut FileBytes, budget: &mut Budget, max_depth: u32) ->
                 Hit::Obj => {
                     if let Some((num, generation, start)) = object_header(chunk, i, from) {
                         if map.insert(num, Entry::At { offset: start, generation }).is_none() {
-                            budget.charge(entry_cost, "PDF objects found by a rebuild")?;
+                            budget.charge(SCANNED_ENTRY_COST, "PDF objects found by a rebuild")?;
                         }
                         last_obj = Some((num, start));
                     }

@@ -339,6 +339,25 @@ fn xref_entries_pointing_at_one_big_object_regression() {
 }
 
 #[test]
+fn pages_are_counted_never_taken_from_count() {
+    // A /Count of two billion over one page: the walk counts one.
+    let lying = Writer::new()
+        .obj(1, CATALOG)
+        .obj(2, b"<< /Type /Pages /Kids [3 0 R] /Count 2147483647 >>")
+        .obj(3, PAGE)
+        .finish("");
+    assert_eq!(probe_bytes(&lying, &Limits::default()).unwrap().page_count, Some(1));
+    // Kids naming pages that are not in the file: more pages than objects is corrupt.
+    let missing = Writer::new()
+        .obj(1, CATALOG)
+        .obj(2, b"<< /Type /Pages /Kids [3 0 R 4 0 R 5 0 R] /Count 3 >>")
+        .obj(3, PAGE)
+        .finish("");
+    let err = probe_bytes(&missing, &Limits::default()).unwrap_err();
+    assert_eq!(err.code(), asset_core::ErrorCode::CorruptFile, "{err}");
+}
+
+#[test]
 fn incremental_updates_win_and_prev_loops_end() {
     let m = probe_with("pdf/incremental-update.pdf", &Limits::default()).unwrap();
     assert_eq!(summary(&m), (Some(2), Some(400), Some(250)));

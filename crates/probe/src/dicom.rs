@@ -1,12 +1,15 @@
 //! DICOM (Part 10) extraction: image size, frame count and modality from the data set
-//! in front of Pixel Data, which is never read. A bounded walk of the element headers
-//! runs first, so a declared length can neither exhaust memory nor hide a truncation.
+//! in front of Pixel Data, which is never read. Our own element walker reads the four
+//! values it reports (and the transfer syntax) and seeks past every other value, so a
+//! declared length never sizes an allocation: a sequence of defined length is skipped
+//! whole, one of undefined length is walked with a counter (no recursion) under
+//! `limits.max_nesting`. dicom-object read the whole data set instead, allocating what
+//! each header declared and recursing into nested sequences (issue 9: a stack overflow
+//! at 1,700 levels, 4 GB for a 620-byte file).
 
-use std::error::Error as _;
-use std::io::{self, BufRead, BufReader, Cursor, Read, Seek};
+use std::io::{self, BufReader, Read, Seek};
 
 use asset_core::{AssetMetadata, DataType, Limits};
-use dicom_object::{OpenFileOptions, Tag, file::ReadPreamble};
 
 use crate::{Format, ProbeError, Result, Source};
 
@@ -14,11 +17,33 @@ const FORMAT: &str = "dicom";
 const MAGIC: &[u8; 4] = b"DICM";
 const PREAMBLE_LEN: u64 = 128;
 
+/// A data element tag, (group, element); ordered as in a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tag(u16, u16);
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({:04X},{:04X})", self.0, self.1)
+    }
+}
+
+const META_GROUP_LENGTH: Tag = Tag(0x0002, 0x0000);
+const TRANSFER_SYNTAX: Tag = Tag(0x0002, 0x0010);
 const MODALITY: Tag = Tag(0x0008, 0x0060);
 const NUMBER_OF_FRAMES: Tag = Tag(0x0028, 0x0008);
 const ROWS: Tag = Tag(0x0028, 0x0010);
 const COLUMNS: Tag = Tag(0x0028, 0x0011);
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+
+const ITEM: u16 = 0xE000;
+const ITEM_DELIMITER: u16 = 0xE00D;
+const SEQUENCE_DELIMITER: u16 = 0xE0DD;
+const UNDEFINED_LENGTH: u32 = u32::MAX;
+
+/// The longest value of a reported element we read: a transfer syntax UID is at most 64
+/// bytes, Modality 16, Number of Frames 12, Rows and Columns 2. Anything longer is not
+/// what the tag holds.
+const MAX_VALUE_LEN: u32 = 64;
 
 const TS_IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const TS_EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
@@ -43,46 +68,20 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Layout::MagicFirst => MAGIC.len() as u64,
         Layout::MetaFirst => 0,
     };
-    scan_headers(&mut src.reader()?, meta_start, src.size(), limits)?;
+    let found = walk(&mut src.reader()?, meta_start, src.size(), limits)?;
 
-    let mut reader = src.reader()?;
-    let options = OpenFileOptions::new().read_until(PIXEL_DATA).read_preamble(ReadPreamble::Never);
-    let parsed = match layout {
-        Layout::Preamble => {
-            reader.seek_relative(PREAMBLE_LEN as i64)?;
-            options.from_reader(reader)
-        }
-        Layout::MagicFirst => options.from_reader(reader),
-        // dicom-object insists on the magic; the bytes after it are the same either way.
-        Layout::MetaFirst => options.from_reader(Cursor::new(MAGIC).chain(reader)),
-    };
-    let obj = parsed.map_err(|e| classify(&e))?;
-
-    let int = |tag: Tag, name: &str| -> Result<Option<u32>> {
-        match obj.element_opt(tag) {
-            Ok(Some(el)) if el.to_str().is_ok_and(|s| s.trim_matches([' ', '\0']).is_empty()) => Ok(None),
-            Ok(Some(el)) => el
-                .to_int::<u32>()
-                .map(Some)
-                .map_err(|e| ProbeError::corrupt(FORMAT, format!("{name} is not a number: {e}"))),
-            Ok(None) | Err(_) => Ok(None),
-        }
-    };
-    let rows = int(ROWS, "Rows")?.ok_or_else(|| ProbeError::corrupt(FORMAT, "no Rows (0028,0010)"))?;
-    let columns =
-        int(COLUMNS, "Columns")?.ok_or_else(|| ProbeError::corrupt(FORMAT, "no Columns (0028,0011)"))?;
+    let rows = number(found.rows.as_ref(), "Rows", b"US")?
+        .ok_or_else(|| ProbeError::corrupt(FORMAT, format!("no Rows {ROWS}")))?;
+    let columns = number(found.columns.as_ref(), "Columns", b"US")?
+        .ok_or_else(|| ProbeError::corrupt(FORMAT, format!("no Columns {COLUMNS}")))?;
     if rows == 0 || columns == 0 {
         return Err(ProbeError::corrupt(FORMAT, format!("image of {columns}x{rows} pixels")));
     }
-    let frames = int(NUMBER_OF_FRAMES, "NumberOfFrames")?.unwrap_or(1);
+    let frames = number(found.frames.as_ref(), "NumberOfFrames", b"IS")?.unwrap_or(1);
     if frames == 0 {
         return Err(ProbeError::corrupt(FORMAT, "NumberOfFrames is 0"));
     }
-    let modality = match obj.element_opt(MODALITY) {
-        Ok(Some(el)) => el.to_str().ok().map(|s| s.trim_matches([' ', '\0']).to_string()),
-        _ => None,
-    }
-    .filter(|m| !m.is_empty());
+    let modality = found.modality.map(|v| text(&v.bytes).to_string()).filter(|m| !m.is_empty());
 
     let mut meta = AssetMetadata::new(DataType::Dicom, format.mime(), src.size());
     meta.width = Some(columns);
@@ -106,38 +105,16 @@ fn layout(head: &[u8], size: u64) -> Result<Layout> {
     }
 }
 
-/// Tells a file that ends early from one that is malformed: somewhere in the parser's
-/// chain of causes an I/O error says the input ran out.
-fn classify(err: &dicom_object::ReadError) -> ProbeError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<io::Error>()
-            && io.kind() == io::ErrorKind::UnexpectedEof
-        {
-            return ProbeError::truncated(FORMAT, err);
-        }
-        cause = c.source();
-    }
-    ProbeError::corrupt(FORMAT, describe(err))
-}
-
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 /// How the data set after the file meta group is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Encoding {
     explicit_vr: bool,
     big_endian: bool,
 }
+
+const META_ENCODING: Encoding = Encoding { explicit_vr: true, big_endian: false };
+/// What the value of a UN element of undefined length is encoded in (PS3.5 6.2.2).
+const IMPLICIT_LE: Encoding = Encoding { explicit_vr: false, big_endian: false };
 
 /// Explicit VRs whose length takes 16 bits, and those with 2 reserved bytes and 32 bits.
 const VRS_WITH_SHORT_LENGTH: [&[u8; 2]; 21] = [
@@ -147,37 +124,53 @@ const VRS_WITH_SHORT_LENGTH: [&[u8; 2]; 21] = [
 const VRS_WITH_LONG_LENGTH: [&[u8; 2]; 13] =
     [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"];
 
-const META_ENCODING: Encoding = Encoding { explicit_vr: true, big_endian: false };
+/// A value the walker kept: its bytes (at most [`MAX_VALUE_LEN`]), how they are
+/// encoded, and their VR when the file states it.
+#[derive(Debug, Clone)]
+struct Value {
+    bytes: Vec<u8>,
+    vr: Option<[u8; 2]>,
+    big_endian: bool,
+}
 
-/// Walks every element header from the file meta group up to Pixel Data without keeping
-/// any value, checking that each declared length fits in the file (else `Truncated`),
-/// in `limits.max_memory_bytes` (else `TooLarge`), and that undefined-length sequences
-/// nest no deeper than `limits.max_nesting`. The parser that runs next allocates what
-/// the headers declare, so this is what keeps its memory bounded.
-fn scan_headers(
-    reader: &mut BufReader<crate::SourceFile>,
-    start: u64,
-    size: u64,
-    limits: &Limits,
-) -> Result<()> {
+/// The top-level values the probe reports.
+#[derive(Debug, Default)]
+struct Found {
+    rows: Option<Value>,
+    columns: Option<Value>,
+    frames: Option<Value>,
+    modality: Option<Value>,
+}
+
+/// Walks the element headers from the file meta group up to Pixel Data, reading only
+/// the values in [`Found`] and the transfer syntax, and seeking past every other value
+/// after checking it fits in the file (else `Truncated`).
+///
+/// Nesting is a counter, not a call stack: `open` counts the undefined-length
+/// containers around the current element, which alternate sequence (odd counts) and
+/// item (even counts), since a defined-length item is skipped whole and so never
+/// opens. Sequences nest at most `limits.max_nesting` deep (else `TooLarge`); at most
+/// `limits.max_items` headers are read in all. Memory is constant whatever the file
+/// declares.
+fn walk(reader: &mut BufReader<crate::SourceFile>, start: u64, size: u64, limits: &Limits) -> Result<Found> {
     reader.seek(io::SeekFrom::Start(start))?;
-    let mut pos = start;
+    let mut at = Cursor { pos: start, size };
     let mut encoding = META_ENCODING;
     let mut in_meta = true;
-    // Where the file meta group ends, from its group length (0002,0000): dicom-object
-    // reads that many bytes as meta elements, whatever groups they turn out to have.
+    // Where the file meta group ends, from its group length (0002,0000): the meta
+    // elements are read in explicit VR little endian up to there, whatever they hold.
     let mut meta_end: Option<u64> = None;
     let mut transfer_syntax = String::new();
-    // Undefined-length sequences and items currently open.
-    let mut depth: u32 = 0;
-    let mut held: u64 = 0;
-    // A header costs the parser about a hundred bytes in memory whatever its length.
-    let max_elements = (limits.max_memory_bytes / 256).min(limits.max_items).max(1);
-    let mut elements: u64 = 0;
+    let mut found = Found::default();
+    let mut open: u32 = 0;
+    // While inside a UN value of undefined length: the `open` count that value made,
+    // and the encoding to return to when it closes.
+    let mut implicit_since: Option<(u32, Encoding)> = None;
+    let mut headers: u64 = 0;
 
     loop {
-        if in_meta && let Some(end) = meta_end.filter(|&end| pos >= end) {
-            if pos > end {
+        if in_meta && let Some(end) = meta_end.filter(|&end| at.pos >= end) {
+            if at.pos > end {
                 return Err(ProbeError::corrupt(
                     FORMAT,
                     "an element runs past the end of the file meta group",
@@ -186,96 +179,231 @@ fn scan_headers(
             in_meta = false;
             encoding = dataset_encoding(transfer_syntax.trim_end_matches(['\0', ' ']))?;
         }
+        if let Some((since, outer)) = implicit_since
+            && open < since
+        {
+            encoding = outer;
+            implicit_since = None;
+        }
         let mut raw_tag = [0u8; 4];
-        match read_or_end(reader, &mut raw_tag)? {
-            0 if depth == 0 && !in_meta => return Ok(()),
+        match crate::read_up_to(reader, &mut raw_tag)? {
+            0 if open == 0 && !in_meta => return Ok(found),
             4 => {}
+            _ if open > 0 => {
+                return Err(ProbeError::truncated(
+                    FORMAT,
+                    format!("file ends inside a sequence at {}", at.pos),
+                ));
+            }
             _ => {
                 return Err(ProbeError::truncated(
                     FORMAT,
-                    format!("file ends inside the element header at {pos}"),
+                    format!("file ends inside the element header at {}", at.pos),
                 ));
             }
         }
-        pos += 4;
-        let enc = encoding;
-        let (group, element) = if enc.big_endian {
-            (u16::from_be_bytes([raw_tag[0], raw_tag[1]]), u16::from_be_bytes([raw_tag[2], raw_tag[3]]))
-        } else {
-            (u16::from_le_bytes([raw_tag[0], raw_tag[1]]), u16::from_le_bytes([raw_tag[2], raw_tag[3]]))
-        };
-        elements += 1;
-        if elements > max_elements {
-            return Err(ProbeError::TooLarge {
-                what: "DICOM header element count".into(),
-                limit: max_elements,
-            });
+        at.pos += 4;
+        headers += 1;
+        if headers > limits.max_items {
+            return Err(ProbeError::TooLarge { what: "DICOM element count".into(), limit: limits.max_items });
         }
-        let tag = Tag(group, element);
-        if in_meta && (group != 0x0002 || meta_end.is_none() && element != 0x0000) {
+        let enc = encoding;
+        let tag = Tag(enc.u16([raw_tag[0], raw_tag[1]]), enc.u16([raw_tag[2], raw_tag[3]]));
+        if in_meta && (tag.0 != 0x0002 || meta_end.is_none() && tag != META_GROUP_LENGTH) {
             return Err(ProbeError::corrupt(
                 FORMAT,
                 format!("{tag} where the file meta group expects (0002,0000) and its elements"),
             ));
         }
-        if depth == 0 && !in_meta && tag >= PIXEL_DATA {
-            return Ok(());
+        // The data set ends where Pixel Data (or anything sorting after it, padding or a
+        // stray delimiter) starts.
+        if open == 0 && !in_meta && tag >= PIXEL_DATA {
+            return Ok(found);
         }
 
-        if group == 0xFFFE {
-            // Items and delimiters: no VR, a 32-bit length, in every transfer syntax.
-            let len = read_u32(reader, enc, &mut pos)?;
-            match element {
-                0xE000 if len == u32::MAX => depth = open(depth, limits)?,
-                0xE000 => skip(reader, len, &mut pos, &mut held, size, limits)?,
-                0xE00D | 0xE0DD => depth = depth.saturating_sub(1),
-                _ => return Err(ProbeError::corrupt(FORMAT, format!("unknown delimiter {tag} at {pos}"))),
+        if tag.0 == 0xFFFE {
+            // Items and delimiters: no VR and a 32-bit length, in every transfer syntax.
+            let len = at.u32(reader, enc)?;
+            let in_sequence = open % 2 == 1;
+            match (tag.1, in_sequence) {
+                (ITEM, true) if len == UNDEFINED_LENGTH => open += 1,
+                (ITEM, true) => at.skip(reader, len)?,
+                // A delimiter's length is 0 by definition and its "value" is not skipped.
+                (SEQUENCE_DELIMITER, true) => open -= 1,
+                (ITEM_DELIMITER, false) => open -= 1,
+                // A sequence delimiter where its last item's delimiter is missing.
+                (SEQUENCE_DELIMITER, false) => open -= 2,
+                _ => {
+                    return Err(ProbeError::corrupt(
+                        FORMAT,
+                        format!("{tag} at {} where a {} is expected", at.pos - 8, expected(in_sequence)),
+                    ));
+                }
             }
             continue;
         }
+        if open % 2 == 1 {
+            return Err(ProbeError::corrupt(
+                FORMAT,
+                format!("data element {tag} at {} directly in a sequence, not in an item", at.pos - 4),
+            ));
+        }
 
-        let len = if enc.explicit_vr {
+        let (vr, len) = if enc.explicit_vr {
             let mut vr = [0u8; 2];
-            read_exact(reader, &mut vr, &mut pos)?;
-            if !VRS_WITH_SHORT_LENGTH.contains(&&vr) && !VRS_WITH_LONG_LENGTH.contains(&&vr) {
-                // The parser would guess a layout for it; a wrong guess reads a length
-                // from value bytes.
+            at.read_exact(reader, &mut vr)?;
+            let len = if VRS_WITH_LONG_LENGTH.contains(&&vr) {
+                let mut reserved = [0u8; 2];
+                at.read_exact(reader, &mut reserved)?;
+                at.u32(reader, enc)?
+            } else if VRS_WITH_SHORT_LENGTH.contains(&&vr) {
+                let mut two = [0u8; 2];
+                at.read_exact(reader, &mut two)?;
+                u32::from(enc.u16(two))
+            } else {
+                // Guessing its layout would read a length from value bytes.
                 return Err(ProbeError::corrupt(
                     FORMAT,
-                    format!("unknown VR {:?} at {pos}", vr.escape_ascii().to_string()),
+                    format!("unknown VR {:?} at {}", vr.escape_ascii().to_string(), at.pos - 2),
                 ));
-            }
-            if VRS_WITH_LONG_LENGTH.contains(&&vr) {
-                let mut reserved = [0u8; 2];
-                read_exact(reader, &mut reserved, &mut pos)?;
-                read_u32(reader, enc, &mut pos)?
-            } else {
-                let mut two = [0u8; 2];
-                read_exact(reader, &mut two, &mut pos)?;
-                u32::from(if enc.big_endian { u16::from_be_bytes(two) } else { u16::from_le_bytes(two) })
-            }
+            };
+            (Some(vr), len)
         } else {
-            read_u32(reader, enc, &mut pos)?
+            (None, at.u32(reader, enc)?)
         };
 
-        if len == u32::MAX {
-            depth = open(depth, limits)?;
-        } else if in_meta && tag == Tag(0x0002, 0x0000) && len == 4 {
-            let group_length = read_u32(reader, enc, &mut pos)?;
-            meta_end = Some(pos + u64::from(group_length));
-        } else if in_meta && tag == Tag(0x0002, 0x0010) && len <= 64 {
-            let mut uid = vec![0u8; len as usize];
-            read_exact(reader, &mut uid, &mut pos)?;
-            transfer_syntax = String::from_utf8_lossy(&uid).into_owned();
-        } else {
-            skip(reader, len, &mut pos, &mut held, size, limits)?;
+        if len == UNDEFINED_LENGTH {
+            // A sequence, a UN value holding one (in implicit VR little endian), or
+            // encapsulated pixel data (items of fragments); nothing else may be open-ended.
+            match vr.as_ref().map(|v| &v[..]) {
+                None | Some(b"SQ" | b"OB" | b"OW") => {}
+                Some(b"UN") => {
+                    if implicit_since.is_none() {
+                        implicit_since = Some((open + 1, encoding));
+                    }
+                    encoding = IMPLICIT_LE;
+                }
+                Some(other) => {
+                    return Err(ProbeError::corrupt(
+                        FORMAT,
+                        format!("{tag} of VR {} has an undefined length", other.escape_ascii()),
+                    ));
+                }
+            }
+            let depth = open / 2 + 1;
+            if depth > limits.max_nesting {
+                return Err(ProbeError::TooLarge {
+                    what: "DICOM sequence nesting".into(),
+                    limit: limits.max_nesting.into(),
+                });
+            }
+            open += 1;
+            continue;
         }
+
+        let slot = if in_meta {
+            None
+        } else if open == 0 {
+            match tag {
+                ROWS => Some(&mut found.rows),
+                COLUMNS => Some(&mut found.columns),
+                NUMBER_OF_FRAMES => Some(&mut found.frames),
+                MODALITY => Some(&mut found.modality),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            let bytes = at.value(reader, len, tag)?;
+            *slot = Some(Value { bytes, vr, big_endian: enc.big_endian });
+        } else if in_meta && tag == META_GROUP_LENGTH && len == 4 {
+            let group_length = at.u32(reader, enc)?;
+            meta_end = Some(at.pos + u64::from(group_length));
+        } else if in_meta && tag == TRANSFER_SYNTAX && len <= MAX_VALUE_LEN {
+            transfer_syntax = String::from_utf8_lossy(&at.value(reader, len, tag)?).into_owned();
+        } else {
+            at.skip(reader, len)?;
+        }
+    }
+}
+
+fn expected(in_sequence: bool) -> &'static str {
+    if in_sequence { "an item or the sequence delimiter" } else { "data element or item delimiter" }
+}
+
+impl Encoding {
+    fn u16(self, b: [u8; 2]) -> u16 {
+        if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
+    }
+}
+
+/// The walker's position in the file, and the file's size.
+struct Cursor {
+    pos: u64,
+    size: u64,
+}
+
+impl Cursor {
+    fn read_exact(&mut self, reader: &mut impl Read, buf: &mut [u8]) -> Result<()> {
+        reader.read_exact(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                ProbeError::truncated(FORMAT, format!("file ends inside the element header at {}", self.pos))
+            }
+            _ => ProbeError::Io(e),
+        })?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn u32(&mut self, reader: &mut impl Read, enc: Encoding) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.read_exact(reader, &mut b)?;
+        Ok(if enc.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// Checks that a value of `len` bytes ends inside the file.
+    fn fits(&self, len: u32) -> Result<u64> {
+        let end = self.pos + u64::from(len);
+        if end > self.size {
+            return Err(ProbeError::truncated(
+                FORMAT,
+                format!(
+                    "a value of {len} bytes at {} runs past the end of the file ({} bytes)",
+                    self.pos, self.size
+                ),
+            ));
+        }
+        Ok(end)
+    }
+
+    /// Seeks past a value: nothing is read, whatever its length.
+    fn skip(&mut self, reader: &mut BufReader<crate::SourceFile>, len: u32) -> Result<()> {
+        let end = self.fits(len)?;
+        reader.seek_relative(i64::from(len))?;
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Reads the value of a reported element, which is never longer than
+    /// [`MAX_VALUE_LEN`]: the allocation is bounded by that, not by `len`.
+    fn value(&mut self, reader: &mut impl Read, len: u32, tag: Tag) -> Result<Vec<u8>> {
+        if len > MAX_VALUE_LEN {
+            return Err(ProbeError::corrupt(
+                FORMAT,
+                format!("{tag} holds {len} bytes, more than its value can"),
+            ));
+        }
+        self.fits(len)?;
+        let mut bytes = vec![0u8; len as usize];
+        self.read_exact(reader, &mut bytes)?;
+        Ok(bytes)
     }
 }
 
 fn dataset_encoding(transfer_syntax: &str) -> Result<Encoding> {
     match transfer_syntax {
-        TS_IMPLICIT_LE => Ok(Encoding { explicit_vr: false, big_endian: false }),
+        TS_IMPLICIT_LE => Ok(IMPLICIT_LE),
         TS_EXPLICIT_BE => Ok(Encoding { explicit_vr: true, big_endian: true }),
         // A deflated data set cannot be walked without inflating it, and inflating is
         // where a hostile file would blow up: refuse rather than trust it.
@@ -289,67 +417,53 @@ fn dataset_encoding(transfer_syntax: &str) -> Result<Encoding> {
     }
 }
 
-fn open(depth: u32, limits: &Limits) -> Result<u32> {
-    let depth = depth + 1;
-    if depth > limits.max_nesting {
-        return Err(ProbeError::TooLarge {
-            what: "DICOM sequence nesting".into(),
-            limit: limits.max_nesting.into(),
-        });
-    }
-    Ok(depth)
+/// A string value without its padding (spaces, NULs).
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("").trim_matches([' ', '\0'])
 }
 
-/// Skips a value of `len` bytes after checking it against the file and the memory budget.
-fn skip(
-    reader: &mut BufReader<crate::SourceFile>,
-    len: u32,
-    pos: &mut u64,
-    held: &mut u64,
-    size: u64,
-    limits: &Limits,
-) -> Result<()> {
-    let len = u64::from(len);
-    let end = pos.saturating_add(len);
-    if end > size {
-        return Err(ProbeError::truncated(
-            FORMAT,
-            format!("a value of {len} bytes at {pos} runs past the end of the file ({size} bytes)"),
-        ));
+/// The first value of an integer element: binary (US, UL, SS, SL) or a decimal string
+/// (IS), as its VR says, or as the dictionary says (`implicit_vr`) in an implicit VR
+/// file. `None` when the element is absent or empty.
+fn number(value: Option<&Value>, name: &str, implicit_vr: &[u8; 2]) -> Result<Option<u32>> {
+    let Some(value) = value else { return Ok(None) };
+    let bytes = &value.bytes;
+    if bytes.is_empty() {
+        return Ok(None);
     }
-    *held = held.saturating_add(len);
-    if *held > limits.max_memory_bytes {
-        return Err(ProbeError::TooLarge {
-            what: "DICOM header before Pixel Data".into(),
-            limit: limits.max_memory_bytes,
-        });
-    }
-    // `held` bounds `len` well below i64::MAX.
-    reader.seek_relative(len as i64)?;
-    *pos = end;
-    Ok(())
-}
-
-fn read_u32(reader: &mut impl Read, enc: Encoding, pos: &mut u64) -> Result<u32> {
-    let mut b = [0u8; 4];
-    read_exact(reader, &mut b, pos)?;
-    Ok(if enc.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
-}
-
-fn read_exact(reader: &mut impl Read, buf: &mut [u8], pos: &mut u64) -> Result<()> {
-    reader.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => {
-            ProbeError::truncated(FORMAT, format!("file ends inside the element header at {pos}"))
+    let bad = |why: &str| ProbeError::corrupt(FORMAT, format!("{name} is not a number: {why}"));
+    let binary = |width: usize| -> Result<u32> {
+        if bytes.len() % width != 0 {
+            return Err(bad(&format!("{} bytes for {width}-byte values", bytes.len())));
         }
-        _ => ProbeError::Io(e),
-    })?;
-    *pos += buf.len() as u64;
-    Ok(())
-}
-
-/// Fills `buf` unless the input ends first; returns how many bytes were read.
-fn read_or_end(reader: &mut impl BufRead, buf: &mut [u8]) -> Result<usize> {
-    Ok(crate::read_up_to(reader, buf)?)
+        let mut raw = [0u8; 4];
+        raw[..width].copy_from_slice(&bytes[..width]);
+        Ok(match (width, value.big_endian) {
+            (2, false) => u32::from(u16::from_le_bytes([raw[0], raw[1]])),
+            (2, true) => u32::from(u16::from_be_bytes([raw[0], raw[1]])),
+            (_, false) => u32::from_le_bytes(raw),
+            (_, true) => u32::from_be_bytes(raw),
+        })
+    };
+    let signed = |n: u32, width: usize| -> Result<u32> {
+        let negative = if width == 2 { n & 0x8000 != 0 } else { n & 0x8000_0000 != 0 };
+        if negative { Err(bad("negative")) } else { Ok(n) }
+    };
+    let decimal = || -> Result<Option<u32>> {
+        let first = text(bytes).split('\\').next().unwrap_or("").trim_matches([' ', '\0']);
+        if first.is_empty() {
+            return Ok(None);
+        }
+        first.parse::<u32>().map(Some).map_err(|e| bad(&format!("{first:?}: {e}")))
+    };
+    match value.vr.as_ref().unwrap_or(implicit_vr) {
+        b"US" => binary(2).map(Some),
+        b"UL" => binary(4).map(Some),
+        b"SS" => signed(binary(2)?, 2).map(Some),
+        b"SL" => signed(binary(4)?, 4).map(Some),
+        b"IS" => decimal(),
+        other => Err(bad(&format!("VR {}", other.escape_ascii()))),
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +483,301 @@ mod tests {
         probe(&Source::open(&path)?, Format::Dicom, limits)
     }
 
+    /// Writes a Part 10 file element by element in one of the three encodings.
+    struct Writer {
+        out: Vec<u8>,
+        enc: Encoding,
+    }
+
+    const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+    impl Writer {
+        fn new(transfer_syntax: &str) -> Self {
+            let mut ts = transfer_syntax.as_bytes().to_vec();
+            if ts.len() % 2 == 1 {
+                ts.push(0);
+            }
+            let mut meta = Writer { out: Vec::new(), enc: META_ENCODING };
+            meta.element(0x0002, 0x0001, b"OB", &[0, 1]);
+            meta.element(0x0002, 0x0010, b"UI", &ts);
+            let mut w = Writer { out: vec![0u8; 128], enc: META_ENCODING };
+            w.out.extend_from_slice(MAGIC);
+            w.element(0x0002, 0x0000, b"UL", &(meta.out.len() as u32).to_le_bytes());
+            w.out.extend_from_slice(&meta.out);
+            w.enc = dataset_encoding(transfer_syntax).unwrap();
+            w
+        }
+
+        fn u16(&mut self, v: u16) {
+            let b = if self.enc.big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+            self.out.extend_from_slice(&b);
+        }
+
+        fn u32(&mut self, v: u32) {
+            let b = if self.enc.big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+            self.out.extend_from_slice(&b);
+        }
+
+        /// An element header declaring `len` bytes (no value written).
+        fn header(&mut self, group: u16, element: u16, vr: &[u8; 2], len: u32) {
+            self.u16(group);
+            self.u16(element);
+            if !self.enc.explicit_vr {
+                self.u32(len);
+            } else if VRS_WITH_LONG_LENGTH.contains(&vr) {
+                self.out.extend_from_slice(vr);
+                self.out.extend_from_slice(&[0, 0]);
+                self.u32(len);
+            } else {
+                self.out.extend_from_slice(vr);
+                self.u16(u16::try_from(len).unwrap());
+            }
+        }
+
+        fn element(&mut self, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+            self.header(group, element, vr, value.len() as u32);
+            self.out.extend_from_slice(value);
+        }
+
+        fn us(&mut self, tag: Tag, v: u16) {
+            let b = if self.enc.big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+            self.element(tag.0, tag.1, b"US", &b);
+        }
+
+        fn delimiter(&mut self, element: u16, len: u32) {
+            self.u16(0xFFFE);
+            self.u16(element);
+            self.u32(len);
+        }
+
+        /// Modality MR, then `body`, then 17 rows, 33 columns and a little Pixel Data.
+        fn image(mut self, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
+            self.element(0x0008, 0x0060, b"CS", b"MR");
+            body(&mut self);
+            self.us(ROWS, 17);
+            self.us(COLUMNS, 33);
+            self.element(0x7FE0, 0x0010, b"OB", &[0x80; 8]);
+            self.out
+        }
+    }
+
+    const ALL_ENCODINGS: [&str; 3] = [EXPLICIT_LE, TS_IMPLICIT_LE, TS_EXPLICIT_BE];
+
+    fn nested_undefined(ts: &str, depth: u32) -> Vec<u8> {
+        Writer::new(ts).image(|w| {
+            for _ in 0..depth {
+                w.header(0x0008, 0x1140, b"SQ", UNDEFINED_LENGTH);
+                w.delimiter(ITEM, UNDEFINED_LENGTH);
+            }
+            for _ in 0..depth {
+                w.delimiter(ITEM_DELIMITER, 0);
+                w.delimiter(SEQUENCE_DELIMITER, 0);
+            }
+        })
+    }
+
+    fn nested_defined(ts: &str, depth: u32) -> Vec<u8> {
+        Writer::new(ts).image(|w| {
+            for k in (1..=depth).rev() {
+                // A level is an SQ header (12 bytes explicit, 8 implicit) and an item header (8).
+                let level = if w.enc.explicit_vr { 20 } else { 16 };
+                w.header(0x0008, 0x1140, b"SQ", 8 + level * (k - 1));
+                w.delimiter(ITEM, level * (k - 1));
+            }
+        })
+    }
+
+    fn size_of(m: &AssetMetadata) -> (Option<u32>, Option<u32>, Option<u64>, Option<&str>) {
+        (m.width, m.height, m.frame_count, m.modality.as_deref())
+    }
+
+    const EXPECTED: (Option<u32>, Option<u32>, Option<u64>, Option<&str>) =
+        (Some(33), Some(17), Some(1), Some("MR"));
+
+    /// Runs `f` on a thread with a 256 KiB stack: a walk that recursed per level would
+    /// overflow it long before 100,000 levels.
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new().stack_size(256 * 1024).spawn(f).unwrap().join().unwrap()
+    }
+
+    #[test]
+    fn undefined_length_nesting_stops_at_max_nesting_in_every_encoding() {
+        for ts in ALL_ENCODINGS {
+            let limits = Limits { max_nesting: 10, ..Limits::default() };
+            let at_limit = probe_bytes(&nested_undefined(ts, 10), &limits).unwrap();
+            assert_eq!(size_of(&at_limit), EXPECTED, "{ts}");
+            let err = probe_bytes(&nested_undefined(ts, 11), &limits).unwrap_err();
+            assert!(matches!(err, ProbeError::TooLarge { limit: 10, .. }), "{ts}: {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_of_100_000_levels_costs_no_stack() {
+        let undefined = nested_undefined(EXPLICIT_LE, 100_000);
+        let defined = nested_defined(TS_IMPLICIT_LE, 100_000);
+        let (undefined, defined) = on_small_stack(move || {
+            let deep = Limits { max_nesting: 100_000, ..Limits::default() };
+            (probe_bytes(&undefined, &deep), probe_bytes(&defined, &Limits::default()))
+        });
+        assert_eq!(size_of(&undefined.unwrap()), EXPECTED);
+        // Defined-length sequences are skipped whole, never entered.
+        assert_eq!(size_of(&defined.unwrap()), EXPECTED);
+    }
+
+    #[test]
+    fn nested_defined_seq_crash_regression() {
+        // Issue 9: 1,700 levels of defined-length sequences overflowed the probe thread.
+        for ts in ALL_ENCODINGS {
+            let bytes = nested_defined(ts, 1_700);
+            let m = on_small_stack(move || probe_bytes(&bytes, &Limits::default())).unwrap();
+            assert_eq!(size_of(&m), EXPECTED, "{ts}");
+        }
+    }
+
+    #[test]
+    fn huge_length_in_defined_seq_is_skipped_not_allocated() {
+        // Issue 9: an OB declaring 0xFFFFFFF0 bytes inside a sequence whose own length
+        // covers only what is there. Nothing is allocated, even with 4 KiB of memory.
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| {
+            let mut inner = Writer { out: Vec::new(), enc: w.enc };
+            inner.header(0x0009, 0x1001, b"OB", 0xFFFF_FFF0);
+            inner.out.extend_from_slice(&[0; 4]);
+            w.header(0x0008, 0x1140, b"SQ", inner.out.len() as u32 + 8);
+            w.delimiter(ITEM, inner.out.len() as u32);
+            w.out.extend_from_slice(&inner.out);
+        });
+        let tight = Limits { max_memory_bytes: 4096, ..Limits::default() };
+        assert_eq!(size_of(&probe_bytes(&bytes, &tight).unwrap()), EXPECTED);
+    }
+
+    #[test]
+    fn odd_length_us_desync_regression() {
+        // Issue 9: a 3-byte US made dicom-object read one byte late from there on.
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| {
+            w.element(0x0028, 0x0002, b"US", &[1, 0, 0]);
+            let mut lo = b"A".to_vec();
+            lo.extend_from_slice(&0xE5FF_FFF0u32.to_le_bytes());
+            lo.extend_from_slice(&[b'B'; 61]);
+            w.element(0x0029, 0x0010, b"LO", &lo);
+        });
+        assert_eq!(size_of(&probe_bytes(&bytes, &Limits::default()).unwrap()), EXPECTED);
+        // Rows itself of odd length is no number.
+        let mut w = Writer::new(EXPLICIT_LE);
+        w.element(0x0028, 0x0010, b"US", &[17, 0, 0]);
+        w.us(COLUMNS, 33);
+        let err = probe_bytes(&w.out, &Limits::default()).unwrap_err();
+        assert!(matches!(err, ProbeError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn wide_seq_is_walked_in_constant_memory() {
+        // Issue 9: 150,000 items cost dicom-object 205 MB.
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| {
+            w.header(0x0008, 0x1140, b"SQ", UNDEFINED_LENGTH);
+            for _ in 0..150_000 {
+                w.delimiter(ITEM, 0);
+            }
+            w.delimiter(SEQUENCE_DELIMITER, 0);
+        });
+        let tight = Limits { max_memory_bytes: 4096, ..Limits::default() };
+        assert_eq!(size_of(&probe_bytes(&bytes, &tight).unwrap()), EXPECTED);
+        let few = Limits { max_items: 100_000, ..Limits::default() };
+        let err = probe_bytes(&bytes, &few).unwrap_err();
+        assert!(matches!(err, ProbeError::TooLarge { limit: 100_000, .. }), "{err}");
+    }
+
+    #[test]
+    fn values_inside_sequences_do_not_count() {
+        // A Rows of 99 inside an item (an icon, say) is not the image's.
+        for ts in ALL_ENCODINGS {
+            let bytes = Writer::new(ts).image(|w| {
+                w.header(0x0088, 0x0200, b"SQ", UNDEFINED_LENGTH);
+                w.delimiter(ITEM, UNDEFINED_LENGTH);
+                w.us(ROWS, 99);
+                w.us(COLUMNS, 98);
+                // Encapsulated icon pixels: an undefined-length OB of fragment items.
+                w.header(0x7FE0, 0x0010, b"OB", UNDEFINED_LENGTH);
+                w.delimiter(ITEM, 4);
+                w.out.extend_from_slice(&[1, 2, 3, 4]);
+                w.delimiter(SEQUENCE_DELIMITER, 0);
+                w.delimiter(ITEM_DELIMITER, 0);
+                w.delimiter(SEQUENCE_DELIMITER, 0);
+            });
+            assert_eq!(size_of(&probe_bytes(&bytes, &Limits::default()).unwrap()), EXPECTED, "{ts}");
+        }
+    }
+
+    #[test]
+    fn un_of_undefined_length_is_read_as_implicit_little_endian() {
+        // In explicit big endian, a UN sequence's items and elements are implicit VR
+        // little endian; after it, the data set goes on in big endian.
+        let bytes = Writer::new(TS_EXPLICIT_BE).image(|w| {
+            w.header(0x0009, 0x1010, b"UN", UNDEFINED_LENGTH);
+            let outer = w.enc;
+            w.enc = IMPLICIT_LE;
+            w.delimiter(ITEM, UNDEFINED_LENGTH);
+            w.header(0x0009, 0x1011, b"UN", UNDEFINED_LENGTH);
+            w.delimiter(ITEM, UNDEFINED_LENGTH);
+            w.element(0x0009, 0x1012, b"LO", b"inner value 1234");
+            w.delimiter(ITEM_DELIMITER, 0);
+            w.delimiter(SEQUENCE_DELIMITER, 0);
+            w.delimiter(ITEM_DELIMITER, 0);
+            w.delimiter(SEQUENCE_DELIMITER, 0);
+            w.enc = outer;
+        });
+        assert_eq!(size_of(&probe_bytes(&bytes, &Limits::default()).unwrap()), EXPECTED);
+    }
+
+    #[test]
+    fn number_of_frames_and_integer_vrs() {
+        let bytes = Writer::new(TS_IMPLICIT_LE).image(|w| w.element(0x0028, 0x0008, b"IS", b" 12\\3 "));
+        assert_eq!(probe_bytes(&bytes, &Limits::default()).unwrap().frame_count, Some(12));
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| w.element(0x0028, 0x0008, b"IS", b"  "));
+        assert_eq!(probe_bytes(&bytes, &Limits::default()).unwrap().frame_count, Some(1));
+        let bytes = Writer::new(TS_EXPLICIT_BE).image(|w| w.element(0x0028, 0x0008, b"IS", b"-4"));
+        assert!(matches!(probe_bytes(&bytes, &Limits::default()), Err(ProbeError::Corrupt { .. })));
+        // Rows as a signed or 32-bit value, big endian.
+        let mut w = Writer::new(TS_EXPLICIT_BE);
+        w.element(0x0028, 0x0010, b"UL", &70_000u32.to_be_bytes());
+        w.element(0x0028, 0x0011, b"SS", &5u16.to_be_bytes());
+        let m = probe_bytes(&w.out, &Limits::default()).unwrap();
+        assert_eq!((m.height, m.width), (Some(70_000), Some(5)));
+        let mut w = Writer::new(EXPLICIT_LE);
+        w.element(0x0028, 0x0010, b"SS", &(-5i16).to_le_bytes());
+        w.us(COLUMNS, 5);
+        assert!(matches!(probe_bytes(&w.out, &Limits::default()), Err(ProbeError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_reported_value_longer_than_it_can_be_is_corrupt() {
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| w.element(0x0008, 0x0060, b"CS", &[b'A'; 66]));
+        let err = probe_bytes(&bytes, &Limits::default()).unwrap_err();
+        assert!(matches!(err, ProbeError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn structure_errors_are_typed() {
+        // A file that ends inside an open sequence, between elements.
+        let mut bytes = nested_undefined(EXPLICIT_LE, 3);
+        let cut = bytes.len() - 60;
+        bytes.truncate(cut);
+        assert!(matches!(probe_bytes(&bytes, &Limits::default()), Err(ProbeError::Truncated { .. })));
+        // A data element straight inside a sequence.
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| {
+            w.header(0x0008, 0x1140, b"SQ", UNDEFINED_LENGTH);
+            w.element(0x0008, 0x0070, b"LO", b"NOT AN ITEM ");
+        });
+        assert!(matches!(probe_bytes(&bytes, &Limits::default()), Err(ProbeError::Corrupt { .. })));
+        // An undefined length on a VR that cannot have one.
+        let bytes = Writer::new(EXPLICIT_LE).image(|w| w.header(0x0008, 0x0070, b"UT", UNDEFINED_LENGTH));
+        assert!(matches!(probe_bytes(&bytes, &Limits::default()), Err(ProbeError::Corrupt { .. })));
+        // A defined-length sequence longer than the file.
+        let mut w = Writer::new(EXPLICIT_LE);
+        w.header(0x0008, 0x1140, b"SQ", 1000);
+        w.delimiter(ITEM, 0);
+        assert!(matches!(probe_bytes(&w.out, &Limits::default()), Err(ProbeError::Truncated { .. })));
+    }
+
     #[test]
     fn huge_declared_length_is_truncated_not_allocated() {
         let mut bytes = std::fs::read(fixture("explicit-le.dcm")).unwrap();
@@ -380,12 +789,27 @@ mod tests {
     }
 
     #[test]
-    fn header_larger_than_max_memory_is_too_large() {
-        let bytes = std::fs::read(fixture("explicit-le.dcm")).unwrap();
-        let tight = Limits { max_memory_bytes: 100, ..Limits::default() };
-        let err = probe_bytes(&bytes, &tight).unwrap_err();
-        assert!(matches!(err, ProbeError::TooLarge { .. }), "{err}");
-        assert_eq!(probe_bytes(&bytes, &Limits::default()).unwrap().width, Some(33));
+    fn a_header_larger_than_max_memory_is_skipped_not_held() {
+        // 40 MB of a private OB (sparse on disk) in front of Rows: seeked past, so a
+        // 1 MiB memory limit does not matter.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.dcm");
+        let mut w = Writer::new(EXPLICIT_LE);
+        w.element(0x0008, 0x0060, b"CS", b"MR");
+        w.header(0x0009, 0x1001, b"OB", 40 << 20);
+        let mut tail = Writer { out: Vec::new(), enc: w.enc };
+        tail.us(ROWS, 17);
+        tail.us(COLUMNS, 33);
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&w.out).unwrap();
+            f.seek(SeekFrom::Current(40 << 20)).unwrap();
+            f.write_all(&tail.out).unwrap();
+        }
+        let tight = Limits { max_memory_bytes: 1 << 20, ..Limits::default() };
+        let m = probe(&Source::open(&path).unwrap(), Format::Dicom, &tight).unwrap();
+        assert_eq!((m.width, m.height), (Some(33), Some(17)));
     }
 
     #[test]

@@ -1,55 +1,62 @@
 //! PDF extraction: page count and the first page's display size (CropBox else MediaBox,
-//! inherited through the page tree, `/Rotate` applied). lopdf parses the document; the
-//! page tree is walked here, iteratively and under limits, because hostile trees nest
-//! or loop and lopdf's own page walk recurses.
+//! inherited through the page tree, `/Rotate` applied). We read the xref, the trailer
+//! and the page tree ourselves, one object at a time by offset, because lopdf loads and
+//! parses the whole document: memory was O(file) and worse (issue 9: nested arrays, an
+//! object stream of a million objects, an xref whose entries all name one big object).
+//! Here memory is O(what the page tree touches), bounded by `limits.max_memory_bytes`:
+//!
+//! - [`syntax`]: a tokenizer and a parser with an explicit stack under
+//!   `limits.max_nesting`, which skips the values the probe does not read;
+//! - [`xref`]: tables read row by row from the file, xref streams, incremental updates,
+//!   and a rebuild from a scan of the file when offsets are broken;
+//! - [`store`]: objects by number, object streams decoded lazily, bounded caches, and
+//!   decryption with the empty user password (lopdf's security handler, the one path
+//!   where it remains, on the encryption dictionary and one stream at a time);
+//! - [`filter`]: FlateDecode and predictors, capped.
+//!
+//! The page tree walk is iterative too, and visits each node once.
+
+mod filter;
+mod store;
+mod syntax;
+mod xref;
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::rc::Rc;
 
 use asset_core::{AssetMetadata, DataType, Limits};
-use lopdf::{Dictionary, Document, LoadOptions, Object, ObjectId};
 
 use crate::{Format, ProbeError, Result, Source};
+use store::Doc;
+use syntax::{Dict, FileBytes, Object, ObjectId};
 
 const FORMAT: &str = "pdf";
 
-// lopdf reads the whole file into memory and parses every object, copying each stream's
-// bytes before [`drop_stream_content`] throws them away, so peak memory is about twice
-// the file size (measured: a 60 MiB PDF peaks at 135 MiB RSS). A file may therefore be
-// at most three quarters of `limits.max_memory_bytes` (24 MiB by default), which keeps
-// the peak under the 64 MiB budget of the issue (a full 32 MiB file peaked at 76 MiB);
-// larger PDFs are `TooLarge` until the limit is raised.
-// lopdf 0.47 has no lazy loader: `Document::load_metadata` also reads the whole file,
-// and gives the page count but no page size.
-
 /// A trailing `%%EOF` is looked for this far from the end, as readers do.
-const EOF_WINDOW: usize = 1024;
+const EOF_WINDOW: u64 = 1024;
 
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
-    let bound = limits.max_memory_bytes.saturating_mul(3) / 4;
-    if src.size() > bound {
-        return Err(ProbeError::TooLarge { what: format!("PDF of {} bytes", src.size()), limit: bound });
-    }
-    let mut bytes = Vec::new();
-    src.reader()?.take(bound).read_to_end(&mut bytes)?;
-    let complete = ends_with_eof_marker(&bytes);
+    let mut file = FileBytes::new(src.file()?, src.size());
+    let complete = ends_with_eof_marker(&mut file)?;
+    let mut doc = Doc::new(file, limits);
 
-    let first = load(&bytes, limits, false).and_then(|doc| summarize(&doc, limits));
+    let first = doc.load_xref().and_then(|()| summarize(&mut doc, limits));
     let (pages, width, height) = match first {
         Ok(summary) => summary,
-        // Only an unfiltered, lenient load rebuilds the xref by itself when it reads but
-        // names the wrong objects; the filtered load needs asking. A tree that loops or
-        // nests too deep is what the file says, and rebuilding would not change it.
-        Err(Failure::Hostile(err)) => return Err(err),
-        Err(Failure::Missing(err)) => {
-            match load(&bytes, limits, true).and_then(|doc| summarize(&doc, limits)) {
-                Ok(summary) => summary,
-                Err(_) if !complete => {
-                    return Err(ProbeError::truncated(FORMAT, format!("no %%EOF at the end; {err}")));
-                }
-                Err(_) => return Err(err),
+        // A tree that loops or nests too deep is what the file says, encryption is what
+        // it is, and a limit is a limit: rebuilding the xref would not change them.
+        Err(Failure::Final(err)) => return Err(err),
+        Err(Failure::Repairable(err)) => match doc.repair().and_then(|()| summarize(&mut doc, limits)) {
+            Ok(summary) => summary,
+            Err(Failure::Final(
+                e @ (ProbeError::Io(_) | ProbeError::TooLarge { .. } | ProbeError::Encrypted { .. }),
+            )) => return Err(e),
+            Err(_) if !complete => {
+                return Err(ProbeError::truncated(FORMAT, format!("no %%EOF at the end; {err}")));
             }
-        }
+            Err(Failure::Final(e)) => return Err(e),
+            Err(Failure::Repairable(_)) => return Err(err),
+        },
     };
 
     let mut meta = AssetMetadata::new(DataType::Pdf, format.mime(), src.size());
@@ -59,66 +66,76 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
     Ok(meta)
 }
 
-fn ends_with_eof_marker(bytes: &[u8]) -> bool {
-    bytes[bytes.len().saturating_sub(EOF_WINDOW)..].windows(5).any(|w| w == b"%%EOF")
+fn ends_with_eof_marker(file: &mut FileBytes) -> Result<bool> {
+    let size = syntax::Bytes::size(file);
+    let tail = file.read_at(size.saturating_sub(EOF_WINDOW), EOF_WINDOW as usize)?;
+    Ok(memchr::memmem::find(&tail, b"%%EOF").is_some())
 }
 
-/// Why a load or a page-tree walk gave no answer: something was missing or unreadable
-/// (a rebuilt xref may find it), or the file is hostile or encrypted (nothing will).
+/// Why the reader gave no answer: something was missing or unreadable, which a rebuilt
+/// xref may find (`Repairable`), or the file is hostile, encrypted, over a limit or
+/// could not be read (`Final`).
 #[derive(Debug)]
-enum Failure {
-    Missing(ProbeError),
-    Hostile(ProbeError),
+pub(crate) enum Failure {
+    Repairable(ProbeError),
+    Final(ProbeError),
 }
 
-fn missing(detail: impl std::fmt::Display) -> Failure {
-    Failure::Missing(ProbeError::corrupt(FORMAT, detail))
+pub(crate) type Res<T> = std::result::Result<T, Failure>;
+
+pub(crate) fn broken(detail: impl std::fmt::Display) -> Failure {
+    Failure::Repairable(ProbeError::corrupt(FORMAT, detail))
 }
 
-fn hostile(detail: impl std::fmt::Display) -> Failure {
-    Failure::Hostile(ProbeError::corrupt(FORMAT, detail))
+pub(crate) fn hostile(detail: impl std::fmt::Display) -> Failure {
+    Failure::Final(ProbeError::corrupt(FORMAT, detail))
 }
 
-fn load(bytes: &[u8], limits: &Limits, reconstruct: bool) -> Result<Document, Failure> {
-    let options = LoadOptions {
-        filter: Some(drop_stream_content),
-        max_decompressed_size: Some(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX)),
-        force_reconstruct: reconstruct,
-        ..LoadOptions::default()
-    };
-    let doc = Document::load_mem_with_options(bytes, options).map_err(|e| lopdf_error(&e, limits))?;
-    // lopdf decrypts by itself when the user password is empty; otherwise it loads the
-    // trailer and nothing it could read.
-    if doc.trailer.has(b"Encrypt") && !doc.was_encrypted() {
-        return Err(Failure::Hostile(ProbeError::Encrypted { format: FORMAT }));
+/// An I/O error is final: a rebuild would read the same bytes (and on a partial
+/// download, the probe asks for them).
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Final(ProbeError::Io(e))
     }
-    Ok(doc)
 }
 
-fn lopdf_error(err: &lopdf::Error, limits: &Limits) -> Failure {
-    match err {
-        lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded { .. }) => {
-            Failure::Hostile(ProbeError::TooLarge {
-                what: format!("a PDF stream ({err})"),
-                limit: limits.max_memory_bytes,
-            })
+/// The bytes the reader holds at once, against `limits.max_memory_bytes`.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    held: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Self {
+        Budget { held: 0, limit }
+    }
+
+    fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    pub(crate) fn charge(&mut self, bytes: u64, what: &str) -> Res<()> {
+        self.held = self.held.saturating_add(bytes);
+        if self.held > self.limit {
+            return Err(Failure::Final(ProbeError::TooLarge { what: what.into(), limit: self.limit }));
         }
-        lopdf::Error::InvalidPassword => Failure::Hostile(ProbeError::Encrypted { format: FORMAT }),
-        _ => missing(err),
+        Ok(())
     }
-}
 
-/// Keeps object streams (their objects are extracted after this runs) and replaces every
-/// other stream by its dictionary: page contents, images and fonts are never needed.
-/// lopdf keeps the object as changed in place for top-level objects and the returned one
-/// for members of object streams (which are never streams), so it does both.
-fn drop_stream_content(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object)> {
-    if let Object::Stream(stream) = object
-        && !stream.dict.has_type(b"ObjStm")
-    {
-        *object = Object::Dictionary(std::mem::take(&mut stream.dict));
+    pub(crate) fn release(&mut self, bytes: u64) {
+        self.held = self.held.saturating_sub(bytes);
     }
-    Some((id, object.clone()))
+
+    /// What one object's parse may still build.
+    pub(crate) fn room(&self) -> u64 {
+        self.limit.saturating_sub(self.held)
+    }
+
+    /// The most one stream may take, raw or decoded: half the limit, and what is left.
+    pub(crate) fn stream_cap(&self) -> usize {
+        usize::try_from((self.limit / 2).min(self.room())).unwrap_or(usize::MAX)
+    }
 }
 
 /// The attributes a page inherits from its ancestors (PDF 32000-1, 7.7.3.4).
@@ -129,80 +146,145 @@ struct Inherited {
     rotate: Option<i64>,
 }
 
-/// Walks the page tree depth first with an explicit stack: counts the pages and sizes the
-/// first one. A node seen twice (a loop, or a page listed twice) or nested deeper than
-/// `limits.max_nesting` makes the file corrupt; more than `limits.max_items` nodes, too
-/// large.
-fn summarize(doc: &Document, limits: &Limits) -> Result<(u32, u32, u32), Failure> {
-    let root = doc
-        .catalog()
-        .and_then(|c| c.get(b"Pages"))
-        .and_then(Object::as_reference)
-        .map_err(|e| missing(format!("no page tree: {e}")))?;
+/// A page tree node being walked: its kids and the next one to visit.
+struct Frame {
+    kids: Vec<ObjectId>,
+    next: usize,
+    inherited: Inherited,
+}
 
-    let mut stack: Vec<(ObjectId, u32, Inherited)> = vec![(root, 0, Inherited::default())];
+const KID_COST: u64 = std::mem::size_of::<ObjectId>() as u64;
+const SEEN_COST: u64 = 24;
+
+/// Walks the page tree depth first, with a stack of at most `limits.max_nesting` frames
+/// (no recursion): counts the pages and sizes the first one. A node seen twice (a loop,
+/// or a page listed twice) or nested deeper than `limits.max_nesting` makes the file
+/// corrupt; more than `limits.max_items` nodes, too large. Each node is parsed once,
+/// and only the first page's path resolves boxes. What the walk holds (the kids of the
+/// open nodes, the nodes seen) is charged to the budget and given back at the end.
+fn summarize(doc: &mut Doc, limits: &Limits) -> Res<(u32, u32, u32)> {
+    let mut held = 0;
+    let result = walk(doc, limits, &mut held);
+    doc.budget.release(held);
+    result
+}
+
+fn walk(doc: &mut Doc, limits: &Limits, held: &mut u64) -> Res<(u32, u32, u32)> {
+    let root = match &doc.trailer.root {
+        Some(Object::Ref(id)) => *id,
+        _ => return Err(broken("the trailer has no /Root reference")),
+    };
+    let catalog = doc.dict(root).map_err(|e| relabel(e, "the catalog"))?;
+    let pages_root = match catalog.get(b"Pages") {
+        Some(Object::Ref(id)) => *id,
+        _ => return Err(broken("the catalog has no /Pages reference")),
+    };
+    drop(catalog);
+
+    let mut charge = |doc: &mut Doc, bytes: u64| -> Res<()> {
+        *held += bytes;
+        doc.budget.charge(bytes, "PDF page tree")
+    };
+    let mut stack: Vec<Frame> = Vec::new();
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut pages: u64 = 0;
     let mut first: Option<(u32, u32)> = None;
-    let mut nodes: u64 = 0;
+    let mut next = Some((pages_root, Inherited::default()));
 
-    while let Some((id, depth, inherited)) = stack.pop() {
+    loop {
+        let (id, inherited) = match next.take() {
+            Some(node) => node,
+            None => {
+                let Some(top) = stack.last_mut() else { break };
+                match top.kids.get(top.next) {
+                    Some(&kid) => {
+                        top.next += 1;
+                        (kid, top.inherited)
+                    }
+                    None => {
+                        stack.pop();
+                        continue;
+                    }
+                }
+            }
+        };
+        let depth = stack.len() as u32;
         if !seen.insert(id) {
             return Err(hostile(format!("page tree reaches object {} {} twice", id.0, id.1)));
         }
-        nodes += 1;
-        if nodes > limits.max_items {
-            return Err(Failure::Hostile(ProbeError::TooLarge {
+        if seen.len() as u64 > limits.max_items {
+            return Err(Failure::Final(ProbeError::TooLarge {
                 what: "PDF page tree".into(),
                 limit: limits.max_items,
             }));
         }
-        let node =
-            doc.get_dictionary(id).map_err(|e| missing(format!("page tree node {} {}: {e}", id.0, id.1)))?;
-        let here = Inherited {
-            media_box: rect(doc, node, b"MediaBox").or(inherited.media_box),
-            crop_box: rect(doc, node, b"CropBox").or(inherited.crop_box),
-            rotate: integer(doc, node, b"Rotate").or(inherited.rotate),
+        charge(doc, SEEN_COST)?;
+        let node = doc.dict(id).map_err(|e| relabel(e, &format!("page tree node {} {}", id.0, id.1)))?;
+        let is_tree_node = match node.name(b"Type") {
+            Some(b"Pages") => true,
+            Some(b"Page") => false,
+            _ => node.get(b"Kids").is_some(),
         };
-        let is_tree_node = match node.get(b"Type").and_then(Object::as_name) {
-            Ok(b"Pages") => true,
-            Ok(b"Page") => false,
-            _ => node.has(b"Kids"),
+        // Only the first page's path needs the inherited attributes.
+        let here = if first.is_none() {
+            Inherited {
+                media_box: rect(doc, &node, b"MediaBox")?.or(inherited.media_box),
+                crop_box: rect(doc, &node, b"CropBox")?.or(inherited.crop_box),
+                rotate: integer(doc, &node, b"Rotate")?.or(inherited.rotate),
+            }
+        } else {
+            inherited
         };
         if !is_tree_node {
             pages += 1;
             if first.is_none() {
-                first = Some(display_size(here, id).map_err(Failure::Missing)?);
+                first = Some(display_size(here, id).map_err(Failure::Repairable)?);
             }
             continue;
         }
         if depth >= limits.max_nesting {
             return Err(hostile(format!("page tree nested deeper than {} levels", limits.max_nesting)));
         }
-        let kids = node
-            .get(b"Kids")
-            .and_then(|k| doc.dereference(k))
-            .and_then(|(_, k)| k.as_array())
-            .map_err(|e| missing(format!("page tree node {} {} has no /Kids: {e}", id.0, id.1)))?;
-        // Reversed, so the first kid is popped first and the first page is found first.
-        for kid in kids.iter().rev() {
-            let kid =
-                kid.as_reference().map_err(|_| missing("a /Kids entry is not an indirect reference"))?;
-            stack.push((kid, depth + 1, here));
-        }
-        if stack.len() as u64 > limits.max_items {
-            return Err(Failure::Hostile(ProbeError::TooLarge {
-                what: "PDF page tree".into(),
-                limit: limits.max_items,
-            }));
-        }
+        let kids = kid_ids(doc, &node, id)?;
+        charge(doc, kids.len() as u64 * KID_COST)?;
+        stack.push(Frame { kids, next: 0, inherited: here });
     }
 
-    let (width, height) = first.ok_or_else(|| missing("the page tree has no pages"))?;
+    let (width, height) = first.ok_or_else(|| broken("the page tree has no pages"))?;
     let pages = u32::try_from(pages).map_err(|_| {
-        Failure::Hostile(ProbeError::TooLarge { what: format!("{pages} pages"), limit: u32::MAX.into() })
+        Failure::Final(ProbeError::TooLarge { what: format!("{pages} pages"), limit: u32::MAX.into() })
     })?;
     Ok((pages, width, height))
+}
+
+/// Prefixes what failed with where in the tree it was.
+fn relabel(err: Failure, what: &str) -> Failure {
+    match err {
+        Failure::Repairable(ProbeError::Corrupt { detail, .. }) => broken(format!("{what}: {detail}")),
+        other => other,
+    }
+}
+
+/// A node's `/Kids`, direct or through a reference: every entry a reference.
+fn kid_ids(doc: &mut Doc, node: &Dict, id: ObjectId) -> Res<Vec<ObjectId>> {
+    let no_kids = || broken(format!("page tree node {} {} has no /Kids array", id.0, id.1));
+    let value = node.get(b"Kids").ok_or_else(no_kids)?;
+    let held: Rc<Object>;
+    let kids = match doc.deref(value)? {
+        Some(v) => {
+            held = v;
+            &*held
+        }
+        None => value,
+    };
+    let Object::Array(items) = kids else { return Err(no_kids()) };
+    items
+        .iter()
+        .map(|k| match k {
+            Object::Ref(r) => Ok(*r),
+            _ => Err(broken("a /Kids entry is not an indirect reference")),
+        })
+        .collect()
 }
 
 fn display_size(page: Inherited, id: ObjectId) -> Result<(u32, u32)> {
@@ -225,100 +307,50 @@ fn display_size(page: Inherited, id: ObjectId) -> Result<(u32, u32)> {
     })
 }
 
+/// Follows `value` if it is a reference; a referenced object that cannot be read counts
+/// as absent (as a malformed box does), unless the failure is final.
+fn resolved(doc: &mut Doc, value: &Object) -> Res<Option<Rc<Object>>> {
+    match doc.deref(value) {
+        Ok(v) => Ok(v),
+        Err(Failure::Repairable(_)) => Ok(Some(Rc::new(Object::Null))),
+        Err(e) => Err(e),
+    }
+}
+
+fn number(doc: &mut Doc, value: &Object) -> Res<Option<f64>> {
+    let held = resolved(doc, value)?;
+    Ok(match held.as_deref().unwrap_or(value) {
+        Object::Int(i) => Some(*i as f64),
+        Object::Real(r) => Some(*r),
+        _ => None,
+    })
+}
+
 /// A rectangle `[x1 y1 x2 y2]`, directly or through references.
-fn rect(doc: &Document, dict: &Dictionary, key: &[u8]) -> Option<[f64; 4]> {
-    let (_, array) = doc.dereference(dict.get(key).ok()?).ok()?;
-    let array = array.as_array().ok()?;
+fn rect(doc: &mut Doc, dict: &Dict, key: &[u8]) -> Res<Option<[f64; 4]>> {
+    let Some(value) = dict.get(key) else { return Ok(None) };
+    let held = resolved(doc, value)?;
+    let Object::Array(array) = held.as_deref().unwrap_or(value) else { return Ok(None) };
     if array.len() != 4 {
-        return None;
+        return Ok(None);
     }
     let mut out = [0f64; 4];
     for (slot, item) in out.iter_mut().zip(array) {
-        let (_, item) = doc.dereference(item).ok()?;
-        *slot = match item {
-            Object::Integer(i) => *i as f64,
-            Object::Real(r) => f64::from(*r),
-            _ => return None,
-        };
+        match number(doc, item)? {
+            Some(v) => *slot = v,
+            None => return Ok(None),
+        }
     }
-    Some(out)
+    Ok(Some(out))
 }
 
-fn integer(doc: &Document, dict: &Dictionary, key: &[u8]) -> Option<i64> {
-    let (_, value) = doc.dereference(dict.get(key).ok()?).ok()?;
-    match value {
-        Object::Integer(i) => Some(*i),
-        Object::Real(r) if r.fract() == 0.0 => Some(*r as i64),
+fn integer(doc: &mut Doc, dict: &Dict, key: &[u8]) -> Res<Option<i64>> {
+    let Some(value) = dict.get(key) else { return Ok(None) };
+    Ok(match number(doc, value)? {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => Some(v as i64),
         _ => None,
-    }
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::{Path, PathBuf};
-
-    use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets").join(name)
-    }
-
-    fn probe_with(name: &str, limits: &Limits) -> Result<AssetMetadata> {
-        let src = Source::open(&fixture(name))?;
-        probe(&src, Format::Pdf, limits)
-    }
-
-    #[test]
-    fn lopdf_rebuilds_wrong_xref_offsets_itself() {
-        let bytes = std::fs::read(fixture("pdf/broken-xref-offsets.pdf")).unwrap();
-        let doc = load(&bytes, &Limits::default(), false).unwrap();
-        assert!(doc.xref_recovery.is_some(), "the xref was read as written");
-        assert_eq!(summarize(&doc, &Limits::default()).unwrap(), (3, 612, 792));
-    }
-
-    #[test]
-    fn stream_contents_are_not_kept() {
-        let bytes = std::fs::read(fixture("pdf/plain-3-pages.pdf")).unwrap();
-        let doc = load(&bytes, &Limits::default(), false).unwrap();
-        assert!(doc.objects.values().all(|o| o.as_stream().is_err()));
-    }
-
-    #[test]
-    fn file_larger_than_the_memory_bound_is_too_large() {
-        // plain-3-pages.pdf is 3984 bytes; the bound is 3/4 of max_memory_bytes.
-        let limits = Limits { max_memory_bytes: 5311, ..Limits::default() };
-        let err = probe_with("pdf/plain-3-pages.pdf", &limits).unwrap_err();
-        assert!(matches!(err, ProbeError::TooLarge { limit: 3983, .. }), "{err}");
-        let limits = Limits { max_memory_bytes: 5312, ..Limits::default() };
-        assert_eq!(probe_with("pdf/plain-3-pages.pdf", &limits).unwrap().page_count, Some(3));
-    }
-
-    #[test]
-    fn page_tree_depth_follows_max_nesting() {
-        // The first page of this file sits two levels below the root.
-        let shallow = Limits { max_nesting: 1, ..Limits::default() };
-        let err = probe_with("pdf/inherited-box-rotate.pdf", &shallow).unwrap_err();
-        assert_eq!(err.code(), asset_core::ErrorCode::CorruptFile, "{err}");
-        let enough = Limits { max_nesting: 2, ..Limits::default() };
-        assert_eq!(probe_with("pdf/inherited-box-rotate.pdf", &enough).unwrap().page_count, Some(2));
-    }
-
-    #[test]
-    fn page_tree_nodes_follow_max_items() {
-        // Root plus three pages: four nodes.
-        let few = Limits { max_items: 3, ..Limits::default() };
-        let err = probe_with("pdf/plain-3-pages.pdf", &few).unwrap_err();
-        assert!(matches!(err, ProbeError::TooLarge { .. }), "{err}");
-    }
-
-    #[test]
-    fn rotation_is_normalised_and_swaps_only_quarter_turns() {
-        let page = |rotate| Inherited { media_box: Some([0.0, 0.0, 200.0, 100.0]), crop_box: None, rotate };
-        assert_eq!(display_size(page(Some(-90)), (1, 0)).unwrap(), (100, 200));
-        assert_eq!(display_size(page(Some(450)), (1, 0)).unwrap(), (100, 200));
-        assert_eq!(display_size(page(Some(180)), (1, 0)).unwrap(), (200, 100));
-        assert_eq!(display_size(page(None), (1, 0)).unwrap(), (200, 100));
-        let huge = Inherited { media_box: Some([0.0, 0.0, 1e300, 1.0]), crop_box: None, rotate: None };
-        assert!(display_size(huge, (1, 0)).is_err());
-    }
-}
+mod tests;

@@ -133,7 +133,21 @@ mod tests {
 
     #[test]
     fn still_image_has_no_frame_count() {
-        assert_eq!(run(riff(&[chunk(b"VP8L", &[0x2f; 9])])).unwrap(), Extra::default());
+        let extra = run(riff(&[chunk(b"VP8L", &[0x2f; 9])])).unwrap();
+        assert_eq!(extra.frame_count, None);
+        assert_eq!(extra.stored, Some((0x2f2f + 1, 0x3cbc + 1)));
+    }
+
+    /// 14 bits of width − 1, all set: 16,384 px, which the `image` crate read as 0.
+    #[test]
+    fn lossless_width_of_16384_is_not_wrapped_to_zero() {
+        let bits: u32 = 0x3FFF | (33 << 14);
+        let mut vp8l = vec![0x2f];
+        vp8l.extend_from_slice(&bits.to_le_bytes());
+        assert_eq!(run(riff(&[chunk(b"VP8L", &vp8l)])).unwrap().stored, Some((16_384, 34)));
+        // A VP8X canvas wins over the bitstream's size.
+        let vp8x = chunk(b"VP8X", &[0, 0, 0, 0, 0xFF, 0xFF, 0, 1, 0, 0]);
+        assert_eq!(run(riff(&[vp8x, chunk(b"VP8L", &vp8l)])).unwrap().stored, Some((65_536, 2)));
     }
 
     #[test]

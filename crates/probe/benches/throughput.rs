@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use asset_probe::isolate::{PoolConfig, ProbePool};
 use asset_probe::{AssetMetadata, Limits, probe};
 use serde_json::Value;
 
@@ -87,6 +88,21 @@ fn measure<T>(min_rounds: u32, mut f: impl FnMut() -> T) -> (Cost, T) {
 fn probe_all(files: &[PathBuf]) -> (Cost, Vec<Option<AssetMetadata>>) {
     let limits = Limits::default();
     measure(3, || files.iter().map(|f| std::hint::black_box(probe(f, &limits)).ok()).collect())
+}
+
+/// The probe as the worker runs it: in a probe process, a request and a reply over pipes
+/// per file. One process, started (and reaped, so its CPU time is counted) each round.
+fn probe_in_process_pool(files: &[PathBuf]) -> Cost {
+    let limits = Limits::default();
+    let config =
+        PoolConfig { program: env!("CARGO_BIN_EXE_asset-probe-server").into(), args: vec![], processes: 1 };
+    measure(3, || {
+        let pool = ProbePool::new(config.clone());
+        let n = files.iter().filter(|f| std::hint::black_box(pool.probe(f, &limits)).is_ok()).count();
+        pool.shutdown();
+        n
+    })
+    .0
 }
 
 /// The files that cost ours the most, on stderr, to say where the time goes.
@@ -444,6 +460,13 @@ fn main() {
         let (p, ours) = probe_all(&files);
         report_slowest(&files);
         row(&set, "probe", &files, Some(p), p);
+        row(
+            &set,
+            "probe in a probe process (as the worker runs it)",
+            &files,
+            Some(probe_in_process_pool(&files)),
+            p,
+        );
         let exif = exiftool_all(&files);
         row(&set, "exiftool -j -n (one process)", &files, exif.as_ref().map(|e| e.0), p);
         let mi = mediainfo_all(&files);

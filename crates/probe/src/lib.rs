@@ -98,6 +98,11 @@ impl Source {
         &self.path
     }
 
+    /// Whether only some ranges of the asset are downloaded.
+    pub(crate) fn is_partial(&self) -> bool {
+        self.partial.is_some()
+    }
+
     /// The asset's size (on a partial copy, the full size, downloaded or not).
     pub fn size(&self) -> u64 {
         self.size

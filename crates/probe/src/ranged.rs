@@ -263,16 +263,25 @@ pub(crate) struct WalkReader<R = SourceFile> {
     len: u64,
 }
 
+/// The buffer of a [`WalkReader`] on a partial source: the least a ranged fetch may be
+/// (`FIRST_FETCH_BYTES` ≥ 4 KiB). A fill reports a miss as long as the buffer, and the
+/// fetch policy honours it, so a 64 KiB buffer would turn a 700-byte need into a 64 KiB
+/// fetch under a small fetch policy. Reads of downloaded bytes come from the page cache,
+/// so the smaller buffer costs little.
+pub(crate) const PARTIAL_WALK_BUFFER: usize = 4 * 1024;
+
 impl WalkReader<SourceFile> {
     /// A walk reader on an independent handle on `src`, positioned at the start.
     pub(crate) fn open(src: &Source) -> io::Result<Self> {
-        Ok(WalkReader::new(src.file()?, src.size()))
+        let capacity = if src.is_partial() { PARTIAL_WALK_BUFFER } else { WALK_BUFFER };
+        Ok(WalkReader { inner: BufReader::with_capacity(capacity, src.file()?), pos: 0, len: src.size() })
     }
 }
 
 impl<R: Read + Seek> WalkReader<R> {
     /// `inner` must be positioned at 0; `len` is the source's length (on a partial
     /// source, the asset's full length).
+    #[cfg(test)]
     pub(crate) fn new(inner: R, len: u64) -> Self {
         WalkReader { inner: BufReader::with_capacity(WALK_BUFFER, inner), pos: 0, len }
     }

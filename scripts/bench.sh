@@ -10,3 +10,5 @@ echo
 scripts/bench-probe.sh
 echo
 scripts/bench-pipeline.sh
+echo
+scripts/bench-memory.sh

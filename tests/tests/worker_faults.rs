@@ -58,8 +58,9 @@ async fn a_locked_table_pauses_the_replica_and_nothing_is_dead_lettered() {
 }
 
 /// A PostgreSQL outage longer than the retry budget (here: one attempt, and the server
-/// gone for 15 s) used to dead-letter every queued job. Now nothing is lost, nothing is
-/// dead-lettered, and every asset has exactly one row. The server is the test's own.
+/// gone for 15 s; `OUTAGE_SECONDS=600` stages the ten minutes) used to
+/// dead-letter every queued job. Now nothing is lost, nothing is dead-lettered, and
+/// every asset has exactly one row. The server is the test's own.
 #[tokio::test]
 async fn a_database_outage_longer_than_the_retry_budget_loses_nothing() {
     if !services_up() {
@@ -79,7 +80,8 @@ async fn a_database_outage_longer_than_the_retry_budget_loses_nothing() {
     pg.down();
     scene.publish_jobs(&jobs).await;
     wait_until(LIMIT, "/readyz to report the outage", || async { readyz(port).await.0 == 503 }).await;
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    let outage = std::env::var("OUTAGE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    tokio::time::sleep(Duration::from_secs(outage)).await;
     assert_eq!(scene.ready(&scene.dead_letter_queue()).await, 0, "nothing dead-lettered during the outage");
     pg.up();
 

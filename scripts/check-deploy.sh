@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Checks deploy/ offline, as CI does (.ci/run): renders every kustomization
 # (scripts/deploy/render.py), validates the result against the Kubernetes, KEDA and
-# Prometheus-operator schemas (npm kubernetes-models, installed into ./.tools). The Rust test
+# Prometheus-operator schemas (npm kubernetes-models, installed into ./.tools), and
+# checks the Prometheus alert rules with promtool (from Debian's prometheus package,
+# unpacked into ./.tools: the package itself would install a server). The Rust test
 # tests/tests/deploy_manifests.rs asserts what schemas cannot (grace period, probes,
-# settings, sizes). Every step installs what it needs, idempotently.
-# Usage: scripts/check-deploy.sh [render|validate|all]   (default all)
+# settings, sizes, metric names). Every step installs what it needs, idempotently.
+# Usage: scripts/check-deploy.sh [render|validate|rules|all]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +38,20 @@ ensure_validator() {
   echo "${VALIDATOR_PACKAGES[*]}" >"$stamp"
 }
 
+promtool_bin() { echo "$TOOLS/prometheus/usr/bin/promtool"; }
+
+ensure_promtool() {
+  [ -x "$(promtool_bin)" ] && return 0
+  echo "check-deploy: unpacking promtool from Debian's prometheus package into $TOOLS/prometheus" >&2
+  local tmp
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  mkdir -p "$TOOLS/prometheus"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$TOOLS/prometheus"
+  rm -rf "$tmp"
+  [ -x "$(promtool_bin)" ]
+}
+
 render() {
   ensure_pyyaml
   mkdir -p "$RENDERED"
@@ -54,9 +70,16 @@ validate() {
   node "$VALIDATOR_DIR/validate.mjs" "$RENDERED"/*.json
 }
 
+rules() {
+  ensure_promtool
+  "$(promtool_bin)" check rules deploy/prometheus/alerts.yml
+  "$(promtool_bin)" test rules deploy/prometheus/alerts.test.yml
+}
+
 case "${1:-all}" in
   render) render ;;
   validate) validate ;;
-  all) validate ;;
-  *) echo "usage: $0 [render|validate|all]" >&2; exit 2 ;;
+  rules) rules ;;
+  all) validate && rules ;;
+  *) echo "usage: $0 [render|validate|rules|all]" >&2; exit 2 ;;
 esac

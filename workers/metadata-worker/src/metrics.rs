@@ -2,6 +2,9 @@
 //! durations, in-flight work, retries and dead letters. One registry per process,
 //! encoded on demand by the `/metrics` handler.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -48,6 +51,29 @@ pub struct FetchLabels {
     pub whole_file: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    /// The integration's id, as the job names it (see [`integration_label`]).
+    pub integration: String,
+    /// `credentials` or `secret_ref_not_allowed`.
+    pub code: String,
+}
+
+/// Distinct integrations the credential-failure counter keeps apart; later ones share
+/// [`OTHER_INTEGRATIONS`]. A job's fields are hostile: without a cap, jobs naming ever
+/// new integration ids would grow the registry (and every scrape) without bound.
+pub const MAX_INTEGRATION_LABELS: usize = 256;
+pub const OTHER_INTEGRATIONS: &str = "_other";
+
+/// An integration id as a label value: at most 64 characters of `[A-Za-z0-9._-]`, or
+/// `_invalid`, so no job can put arbitrary text into the metrics.
+pub fn integration_label(id: &str) -> String {
+    let printable = id.len() <= 64
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if printable { id.to_string() } else { "_invalid".to_string() }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -72,6 +98,10 @@ pub struct Metrics {
     pub dead_letters: Family<ReasonLabels, Counter>,
     pub temp_delete_failures: Counter,
     pub broker_connected: Gauge,
+    pub credential_failures: Family<CredentialLabels, Counter>,
+    pub temp_dir_bytes: Gauge,
+    /// The integrations `credential_failures` has a label for (the family has no length).
+    credential_integrations: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -138,6 +168,20 @@ impl Metrics {
         );
         let broker_connected = Gauge::default();
         registry.register("broker_connected", "1 while connected to RabbitMQ", broker_connected.clone());
+        let credential_failures = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "credential_failures",
+            "Assets whose storage credentials could not be had (bad keys, a refused AssumeRole, a secret_ref \
+             refused), by integration and code",
+            credential_failures.clone(),
+        );
+        let temp_dir_bytes = Gauge::default();
+        registry.register(
+            "temp_dir_bytes",
+            "Disk space the downloads in TEMP_DIR take now (allocated blocks: a sparse ranged file counts \
+             the ranges it holds), measured at each scrape",
+            temp_dir_bytes.clone(),
+        );
         Metrics {
             registry,
             jobs,
@@ -155,6 +199,9 @@ impl Metrics {
             dead_letters,
             temp_delete_failures,
             broker_connected,
+            credential_failures,
+            temp_dir_bytes,
+            credential_integrations: Mutex::default(),
         }
     }
 
@@ -188,6 +235,27 @@ impl Metrics {
         self.fetches.get_or_create(&labels).inc();
     }
 
+    /// An asset failed for its integration's credentials; other codes are not counted.
+    pub fn credential_failure(&self, integration_id: &str, code: &str) {
+        if !matches!(code, "credentials" | "secret_ref_not_allowed") {
+            return;
+        }
+        let mut integration = integration_label(integration_id);
+        {
+            let mut seen = self.credential_integrations.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.contains(&integration) {
+                if seen.len() < MAX_INTEGRATION_LABELS {
+                    seen.insert(integration.clone());
+                } else {
+                    integration = OTHER_INTEGRATIONS.to_string();
+                }
+            }
+        }
+        self.credential_failures
+            .get_or_create(&CredentialLabels { integration, code: code.to_string() })
+            .inc();
+    }
+
     pub fn dead_letter(&self, reason: &str) {
         self.dead_letters.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
@@ -219,5 +287,30 @@ mod tests {
         assert!(text.contains("metadata_worker_downloaded_bytes_total 42"));
         assert!(text.contains(r#"metadata_worker_asset_stage_seconds_count{stage="probe"} 1"#));
         assert!(text.contains(r#"metadata_worker_dead_letters_total{reason="rejected"} 1"#));
+    }
+
+    #[test]
+    fn credential_failures_are_labelled_by_a_bounded_set_of_integrations() {
+        let m = Metrics::new();
+        m.credential_failure("int-1", "credentials");
+        m.credential_failure("int-1", "credentials");
+        m.credential_failure("int-1", "not_found");
+        m.credential_failure("bad id\n{}", "secret_ref_not_allowed");
+        for i in 0..MAX_INTEGRATION_LABELS + 10 {
+            m.credential_failure(&format!("many-{i}"), "credentials");
+        }
+        let text = m.encode();
+        let sample = |labels: &str| {
+            let line = format!("metadata_worker_credential_failures_total{{{labels}}} ");
+            text.lines().find_map(|l| l.strip_prefix(line.as_str())).map(|v| v.trim().to_string())
+        };
+        assert_eq!(sample(r#"integration="int-1",code="credentials""#).as_deref(), Some("2"), "{text}");
+        assert_eq!(sample(r#"integration="int-1",code="not_found""#), None);
+        assert_eq!(sample(r#"integration="_invalid",code="secret_ref_not_allowed""#).as_deref(), Some("1"));
+        // int-1 and _invalid took two of the labels; the rest of the 266 share one.
+        assert_eq!(sample(r#"integration="_other",code="credentials""#).as_deref(), Some("12"));
+        let series =
+            text.lines().filter(|l| l.starts_with("metadata_worker_credential_failures_total{")).count();
+        assert_eq!(series, MAX_INTEGRATION_LABELS + 1);
     }
 }

@@ -282,6 +282,7 @@ impl Pipeline {
         .await;
         let (metadata, error, size_bytes, bytes_downloaded) = match fetched {
             Err(err) => {
+                self.metrics.credential_failure(integration_id(&job.storage), err.code().as_str());
                 if let Some(report) = self.not_the_assets_fault(&err, &asset.asset_id) {
                     return report;
                 }
@@ -463,6 +464,14 @@ impl Pipeline {
     fn time(&self, timings: &mut BTreeMap<String, u64>, stage: &str, took: Duration) {
         self.metrics.stage(stage, took.as_secs_f64());
         timings.insert(stage.to_string(), millis(took));
+    }
+}
+
+/// The id a job gives its storage integration (a local one may have none).
+fn integration_id(integration: &asset_core::Integration) -> &str {
+    match integration {
+        asset_core::Integration::Aws(s) | asset_core::Integration::S3Compatible(s) => &s.id,
+        asset_core::Integration::Local(l) => l.id.as_deref().unwrap_or(""),
     }
 }
 

@@ -62,11 +62,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(addr) => Some(
             server::serve(
                 addr,
-                metrics.clone(),
-                consumer.health(),
-                sinks.clone(),
-                pause.clone(),
-                stop.clone(),
+                server::Ops {
+                    metrics: metrics.clone(),
+                    broker: consumer.health(),
+                    sinks: sinks.clone(),
+                    pause: pause.clone(),
+                    stopping: stop.clone(),
+                    temp_dir: temp_dir.clone(),
+                },
                 server_done.clone(),
             )
             .await?,

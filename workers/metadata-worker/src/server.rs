@@ -2,6 +2,7 @@
 //! and `/readyz` (broker and every sink connected, not paused, not shutting down).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use asset_queue::BrokerHealth;
@@ -16,23 +17,22 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::pause::Pause;
 
+/// What the endpoints report on.
 #[derive(Clone)]
-struct Ops {
-    metrics: Arc<Metrics>,
-    broker: BrokerHealth,
-    sinks: FanOut,
-    pause: Pause,
-    stopping: CancellationToken,
+pub struct Ops {
+    pub metrics: Arc<Metrics>,
+    pub broker: BrokerHealth,
+    pub sinks: FanOut,
+    pub pause: Pause,
+    pub stopping: CancellationToken,
+    /// Measured at each scrape (`metadata_worker_temp_dir_bytes`).
+    pub temp_dir: PathBuf,
 }
 
 /// Binds `addr` now (so a taken port fails the start) and serves until `done` fires.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    broker: BrokerHealth,
-    sinks: FanOut,
-    pause: Pause,
-    stopping: CancellationToken,
+    ops: Ops,
     done: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -42,7 +42,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready_handler))
-        .with_state(Ops { metrics, broker, sinks, pause, stopping });
+        .with_state(ops);
     tracing::info!(addr = %addr, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(done.cancelled_owned()).await {
@@ -53,6 +53,15 @@ pub async fn serve(
 
 async fn metrics_handler(State(ops): State<Ops>) -> impl IntoResponse {
     ops.metrics.broker_connected.set(i64::from(ops.broker.is_connected()));
+    // At most CONCURRENCY files: cheap, but file system calls, so off the async threads.
+    let dir = ops.temp_dir.clone();
+    match tokio::task::spawn_blocking(move || crate::tempdirs::disk_usage(&dir)).await {
+        Ok(Ok(bytes)) => {
+            ops.metrics.temp_dir_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        Ok(Err(err)) => tracing::warn!(error = %err, "measuring TEMP_DIR's disk usage failed"),
+        Err(_) => {}
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         ops.metrics.encode(),

@@ -17,6 +17,31 @@ pub const LOCK_FILE: &str = ".metadata-worker.lock";
 /// Files the storage layer creates start with this (see `asset_storage`'s temp module).
 const FILE_PREFIX: &str = "mw-";
 
+/// Disk space the files below `dir` take, in allocated blocks (what counts against an
+/// `emptyDir`'s `sizeLimit`): a sparse file of ranged reads counts the ranges it holds,
+/// not its length. Symbolic links are not followed.
+pub fn disk_usage(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = match entry.path().symlink_metadata() {
+            Ok(meta) => meta,
+            // Deleted between the listing and now: a finished download.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        total = total.saturating_add(meta.blocks().saturating_mul(512));
+        if meta.is_dir() {
+            total = total.saturating_add(
+                disk_usage(&entry.path())
+                    .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(0) } else { Err(e) })?,
+            );
+        }
+    }
+    Ok(total)
+}
+
 /// This process's claim on its temp directory; released when dropped (or at exit).
 #[derive(Debug)]
 pub struct Lease {
@@ -91,6 +116,26 @@ fn remove_downloads(dir: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_usage_counts_allocated_blocks_not_lengths() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mw-1-whole"), vec![7u8; 256 * 1024]).unwrap();
+        // A ranged download: a 1 GiB object of which 8 KiB at the end were fetched.
+        let mut sparse = File::create(dir.path().join("mw-1-ranged")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+        sparse.seek(SeekFrom::End(-8192)).unwrap();
+        sparse.write_all(&[1u8; 8192]).unwrap();
+        sparse.sync_all().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/mw-2"), vec![7u8; 64 * 1024]).unwrap();
+        let used = disk_usage(dir.path()).unwrap();
+        let data = (256 + 8 + 64) * 1024;
+        assert!(used >= data, "{used} < {data}");
+        assert!(used < 4 << 20, "the sparse file counted its length: {used}");
+        assert!(disk_usage(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn a_directory_has_one_owner_and_a_dead_owners_downloads_are_swept() {

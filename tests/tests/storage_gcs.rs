@@ -251,6 +251,8 @@ struct GoogleState {
     customer: TestKey,
     token: String,
     exchanges: AtomicUsize,
+    /// The lifetime of the tokens handed out, in seconds.
+    token_seconds: std::sync::atomic::AtomicU64,
     sign_blobs: AtomicUsize,
     object_gets: AtomicUsize,
     /// Statuses the next object GETs answer (then 200 with `OBJECT`).
@@ -269,12 +271,17 @@ impl FakeGoogle {
             customer,
             token: format!("ya29.test-token-{}", rand::random::<u64>()),
             exchanges: AtomicUsize::new(0),
+            token_seconds: std::sync::atomic::AtomicU64::new(3599),
             sign_blobs: AtomicUsize::new(0),
             object_gets: AtomicUsize::new(0),
             script: Mutex::new(VecDeque::new()),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::post(token))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                axum::routing::get(metadata_token),
+            )
             .route("/v1/projects/-/serviceAccounts/{call}", axum::routing::post(sign_blob))
             .route("/cust-bucket", axum::routing::get(list))
             .route("/cust-bucket/{*key}", axum::routing::get(object).options(preflight))
@@ -314,8 +321,23 @@ async fn token(State(s): State<Arc<GoogleState>>, body: String) -> Response {
     if claims["iss"] != PLATFORM_SA || claims["aud"] != format!("{}/token", s.url) {
         return google_error(StatusCode::BAD_REQUEST, "INVALID_GRANT");
     }
-    let reply = serde_json::json!({"access_token": s.token, "expires_in": 3599, "token_type": "Bearer"});
+    token_reply(&s)
+}
+
+fn token_reply(s: &GoogleState) -> Response {
+    let seconds = s.token_seconds.load(Ordering::SeqCst);
+    let reply = serde_json::json!({"access_token": s.token, "expires_in": seconds, "token_type": "Bearer"});
     (StatusCode::OK, reply.to_string()).into_response()
+}
+
+/// The metadata server's token of the instance's account: only for requests that say
+/// `Metadata-Flavor: Google` (what stops a browser-borne SSRF on GCE).
+async fn metadata_token(State(s): State<Arc<GoogleState>>, headers: HeaderMap) -> Response {
+    s.exchanges.fetch_add(1, Ordering::SeqCst);
+    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    token_reply(&s)
 }
 
 async fn sign_blob(
@@ -680,4 +702,37 @@ async fn hmac_access_presigns_sigv4_for_the_xml_api() {
     assert!(!url.expose().to_ascii_lowercase().contains("checksum"), "checksum parameter in a GCS URL");
     let creds = storage.credentials(&integ).await.unwrap();
     assert_eq!(creds.access_key_id.expose(), "GOOG1EXAMPLEACCESSID0123");
+}
+
+#[tokio::test]
+async fn keyless_through_the_metadata_server_and_never_past_the_tokens_expiry() {
+    let Some(py) = python() else { return };
+    let k = keyless(&py).await;
+    // No key file: the metadata server's token, which expires in 200 s.
+    k.google.state.token_seconds.store(200, Ordering::SeqCst);
+    let temp = tempfile::tempdir().unwrap();
+    let mut cfg = config_allowing(&temp.path().join("work"), authority(&k.google.url));
+    cfg.gcs = GcsSettings {
+        credentials_file: None,
+        metadata_endpoint: k.google.url.clone(),
+        iam_endpoint: k.google.url.clone(),
+        service_account_org_token: Some("mw-{org}-".into()),
+    };
+    let storage = storage(cfg).await;
+    let name = "été & co/x+y.jpg";
+    let want =
+        &golden(&py, &k.google.state.customer, &[(k.google.url.as_str(), "cust-bucket", name)], 300)[0];
+    let got = storage.presign(&k.integration, &format!("gs://cust-bucket/{name}"), Some(fixed_time())).await;
+    // Signed at a past fixed time, so the token's expiry (now + 200 s) is no bound here.
+    assert_eq!(got.unwrap().expose(), want);
+    let now = SystemTime::now();
+    for _ in 0..3 {
+        let url = storage.presign(&k.integration, "gs://cust-bucket/a.jpg", None).await.unwrap();
+        let left = url.expires_at().unwrap().duration_since(now).unwrap();
+        assert!(left <= Duration::from_secs(201), "the URL outlives the token: {left:?}");
+        let expires: u64 =
+            storage_support::query_param(url.expose(), "X-Goog-Expires").unwrap().parse().unwrap();
+        assert!(expires <= 200, "X-Goog-Expires={expires}");
+    }
+    assert_eq!(k.google.state.exchanges.load(Ordering::SeqCst), 1, "the token is cached");
 }

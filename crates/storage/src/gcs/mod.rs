@@ -509,6 +509,44 @@ mod tests {
         assert_eq!(field(with(&|g| g.access = hmac("GOOG1 x"))), "access.access_id");
     }
 
+    #[tokio::test]
+    async fn hmac_is_the_s3_client_with_region_auto_and_checksums_when_required() {
+        use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::StorageConfig { temp_dir: dir.path().join("work"), ..Default::default() };
+        let base =
+            aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let storage = crate::Storage::with_aws_config(cfg, base).unwrap();
+        let mut g = integ(None);
+        g.access =
+            GcsAccess::Hmac { access_id: "GOOG1EXAMPLEACCESSID0123".into(), secret_ref: "env:K".into() };
+        let s3 = GcsSource { inner: &storage.inner, integration: &g }.hmac_as_s3().unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some(DEFAULT_ENDPOINT));
+        assert_eq!((s3.region.as_deref(), s3.path_style), (Some("auto"), Some(true)));
+        assert!(
+            matches!(&s3.access, Access::IamUser { access_key_id, .. } if access_key_id == "GOOG1EXAMPLEACCESSID0123")
+        );
+        let creds = crate::SessionCredentials {
+            access_key_id: crate::Secret::new("GOOG1EXAMPLEACCESSID0123"),
+            secret_access_key: crate::Secret::new("x"),
+            session_token: None,
+            expires_at: None,
+        };
+        let client = S3Source { inner: &storage.inner, integration: &s3, aws: false }.client(&creds);
+        let conf = client.config();
+        assert_eq!(conf.region().map(|r| r.as_ref()), Some("auto"));
+        assert_eq!(conf.request_checksum_calculation(), Some(&RequestChecksumCalculation::WhenRequired));
+        assert_eq!(conf.response_checksum_validation(), Some(&ResponseChecksumValidation::WhenRequired));
+        // Other S3-compatible integrations keep the SDK's defaults.
+        let mut minio = s3.clone();
+        minio.region = Some("us-east-1".into());
+        let client = S3Source { inner: &storage.inner, integration: &minio, aws: false }.client(&creds);
+        assert_ne!(
+            client.config().request_checksum_calculation(),
+            Some(&RequestChecksumCalculation::WhenRequired)
+        );
+    }
+
     #[test]
     fn delegated_accounts_must_carry_their_orgs_token() {
         let rule =

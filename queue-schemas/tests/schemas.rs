@@ -449,3 +449,46 @@ fn the_asyncapi_document_names_the_topology_and_references_every_schema() {
         assert!(doc.lines().any(|l| l.trim() == key), "{r} is not defined");
     }
 }
+
+#[test]
+fn the_gcs_integration_schema_takes_every_access_type_and_refuses_keys_by_value() {
+    let gcs = |access: Value| {
+        json!({
+            "provider": "gcs", "id": "int-5", "org_id": "org-1", "endpoint": "https://storage.googleapis.com",
+            "buckets": ["cust-bucket", "cust_under.score"], "access": access
+        })
+    };
+    for access in [
+        json!({"type": "iam_delegated", "service_account": "mw-org-1-read@cust-proj.iam.gserviceaccount.com"}),
+        json!({"type": "service_account_key", "client_email": "reader@cust-proj.iam.gserviceaccount.com",
+               "secret_ref": "file:gcs/sa.json"}),
+        json!({"type": "hmac", "access_id": "GOOG1EXAMPLEACCESSID0123", "secret_ref": "env:GCS_HMAC"}),
+    ] {
+        let storage = gcs(access);
+        let typed: asset_core::Integration = serde_json::from_value(storage.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), storage);
+        let mut job = serde_json::to_value(sample_job()).unwrap();
+        job["storage"] = storage;
+        assert_valid(Schema::ImportJob, &job);
+        ImportJob::from_slice(job.to_string().as_bytes()).unwrap();
+    }
+    for (access, why) in [
+        (json!({"type": "iam_delegated", "service_account": "someone@gmail.com"}), "not a service account"),
+        (json!({"type": "iam_delegated"}), "no service account"),
+        (json!({"type": "iam_user", "access_key_id": "GOOG1X", "secret_ref": "env:K"}), "an S3 access type"),
+        (
+            json!({"type": "service_account_key", "client_email": "r@p.iam.gserviceaccount.com",
+                   "secret_ref": "file:sa.json", "private_key": "-----BEGIN PRIVATE KEY-----"}),
+            "a key by value",
+        ),
+        (
+            json!({"type": "hmac", "access_id": "GOOG1EXAMPLEACCESSID0123", "secret": "x"}),
+            "a secret by value",
+        ),
+    ] {
+        let mut job = serde_json::to_value(sample_job()).unwrap();
+        job["storage"] = gcs(access);
+        assert_invalid(Schema::ImportJob, &job);
+        assert!(ImportJob::from_slice(job.to_string().as_bytes()).is_err(), "{why}");
+    }
+}

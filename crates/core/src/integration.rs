@@ -17,6 +17,8 @@ pub enum Integration {
     S3Compatible(S3Integration),
     /// A directory on the worker's machine: local replay and development only.
     Local(LocalIntegration),
+    /// Google Cloud Storage (V4 signed URLs, or the S3-interoperable XML API with HMAC keys).
+    Gcs(GcsIntegration),
 }
 
 impl Integration {
@@ -25,6 +27,7 @@ impl Integration {
         match self {
             Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.org_id),
             Integration::Local(l) => l.org_id.as_deref(),
+            Integration::Gcs(g) => Some(&g.org_id),
         }
     }
 
@@ -32,6 +35,7 @@ impl Integration {
         match self {
             Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.id),
             Integration::Local(l) => l.id.as_deref(),
+            Integration::Gcs(g) => Some(&g.id),
         }
     }
 
@@ -40,6 +44,7 @@ impl Integration {
             Integration::Aws(_) => "aws",
             Integration::S3Compatible(_) => "s3_compatible",
             Integration::Local(_) => "local",
+            Integration::Gcs(_) => "gcs",
         }
     }
 }
@@ -109,6 +114,36 @@ pub struct LocalIntegration {
     pub root: PathBuf,
 }
 
+/// A Google Cloud Storage integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsIntegration {
+    pub id: String,
+    pub org_id: String,
+    /// Base URL of the storage API; `None` is `https://storage.googleapis.com`. Another
+    /// value (an emulator, a universe domain) passes the same egress policy as an
+    /// `s3_compatible` endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub buckets: Vec<String>,
+    pub access: GcsAccess,
+}
+
+/// How the worker signs URLs for a GCS integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GcsAccess {
+    /// Keyless: the worker's own platform identity calls IAM Credentials `signBlob` as
+    /// `service_account`, which the customer lets it impersonate. The account's name must
+    /// carry the organisation's token (the worker's `GCS_SERVICE_ACCOUNT_ORG_TOKEN` rule),
+    /// as an ExternalId binds an AWS role to one organisation.
+    IamDelegated { service_account: String },
+    /// The customer's service-account JSON key, read at `secret_ref`; signed locally.
+    ServiceAccountKey { client_email: String, secret_ref: String },
+    /// An HMAC key of the XML API, used through the S3 path (SigV4, region `auto`).
+    Hmac { access_id: String, secret_ref: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +184,30 @@ mod tests {
             "id": "i", "org_id": "o", "provider": "aws", "region": "us-east-1", "buckets": ["b"],
             "access": {"type": "iam_user", "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_ref": "env:S",
                        "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+        }));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn parses_the_gcs_shapes() {
+        for access in [
+            serde_json::json!({"type": "iam_delegated", "service_account": "mw-org-1@p.iam.gserviceaccount.com"}),
+            serde_json::json!({"type": "service_account_key", "client_email": "r@p.iam.gserviceaccount.com",
+                               "secret_ref": "file:sa.json"}),
+            serde_json::json!({"type": "hmac", "access_id": "GOOG1EXAMPLE", "secret_ref": "env:GCS_HMAC"}),
+        ] {
+            let v = serde_json::json!({
+                "id": "int-5", "org_id": "org-1", "provider": "gcs", "buckets": ["cust-bucket"], "access": access
+            });
+            let i: Integration = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!((i.provider(), i.org_id(), i.id()), ("gcs", Some("org-1"), Some("int-5")));
+            assert_eq!(serde_json::to_value(&i).unwrap(), v);
+        }
+        // A key by value is not a field of any access type.
+        let r: Result<Integration, _> = serde_json::from_value(serde_json::json!({
+            "id": "i", "org_id": "o", "provider": "gcs", "buckets": ["b"],
+            "access": {"type": "service_account_key", "client_email": "r@p.iam.gserviceaccount.com",
+                       "secret_ref": "file:sa.json", "private_key": "-----BEGIN PRIVATE KEY-----"}
         }));
         assert!(r.is_err());
     }

@@ -25,6 +25,8 @@ pub enum CheckName {
     Read,
     Region,
     Cors,
+    /// GCS `iam_delegated`: the worker may sign as the customer's service account.
+    SignBlob,
 }
 
 /// One verdict. `code` is an `ErrorCode` string, or one of `region_mismatch`,
@@ -52,15 +54,15 @@ pub struct ValidateOptions {
     pub origin: Option<String>,
 }
 
-fn pass(name: CheckName, message: impl Into<String>) -> Check {
+pub(crate) fn pass(name: CheckName, message: impl Into<String>) -> Check {
     Check { name, ok: true, code: None, message: message.into() }
 }
 
-fn fail(name: CheckName, code: impl Into<String>, message: impl Into<String>) -> Check {
+pub(crate) fn fail(name: CheckName, code: impl Into<String>, message: impl Into<String>) -> Check {
     Check { name, ok: false, code: Some(code.into()), message: message.into() }
 }
 
-fn failed(name: CheckName, err: &StorageError) -> Check {
+pub(crate) fn failed(name: CheckName, err: &StorageError) -> Check {
     fail(name, err.code().as_str(), err.to_string())
 }
 
@@ -77,6 +79,7 @@ impl Storage {
             Ok(()) => match integration {
                 Integration::Aws(s) => self.validate_s3(s, true, opts, &mut checks).await,
                 Integration::S3Compatible(s) => self.validate_s3(s, false, opts, &mut checks).await,
+                Integration::Gcs(g) => self.validate_gcs(g, opts, &mut checks).await,
                 Integration::Local(l) => {
                     let source = LocalSource { inner: &self.inner, integration: l };
                     match std::fs::read_dir(&l.root) {
@@ -103,7 +106,7 @@ impl Storage {
         ValidationReport { ok: !checks.is_empty() && checks.iter().all(|c| c.ok), checks }
     }
 
-    async fn validate_s3(
+    pub(crate) async fn validate_s3(
         &self,
         s: &S3Integration,
         aws: bool,
@@ -300,6 +303,11 @@ fn origin_matches(pattern: &str, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_blob_is_named_as_documented() {
+        assert_eq!(serde_json::to_value(CheckName::SignBlob).unwrap(), serde_json::json!("sign_blob"));
+    }
 
     #[test]
     fn cors_origins() {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::egress::AllowedEndpoints;
+use crate::gcs::GcsSettings;
 use crate::secret::OrgSecrets;
 
 /// What the storage layer needs to know, resolved by the binary from flags and env.
@@ -30,6 +31,8 @@ pub struct StorageConfig {
     pub allowed_endpoints: AllowedEndpoints,
     /// Credentials are refreshed this long before they expire.
     pub refresh_margin: Duration,
+    /// The worker's own Google identity and the GCS org-binding rule (operator settings).
+    pub gcs: GcsSettings,
 }
 
 impl Default for StorageConfig {
@@ -45,6 +48,7 @@ impl Default for StorageConfig {
             org_secrets: OrgSecrets::default(),
             allowed_endpoints: AllowedEndpoints::default(),
             refresh_margin: Duration::from_secs(120),
+            gcs: GcsSettings::default(),
         }
     }
 }

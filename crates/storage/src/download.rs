@@ -265,6 +265,66 @@ impl Downloader {
     }
 }
 
+/// Small requests of `validate-storage` on a signed URL (a listing, a CORS check): the
+/// same client, egress policy, retries and error mapping as downloads.
+impl Downloader {
+    /// A GET whose body is at most 1 MiB (more is cut off): its headers and body.
+    pub(crate) async fn get_small(
+        &self,
+        url: &SignedUrl,
+        headers: &[(reqwest::header::HeaderName, &str)],
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), StorageError> {
+        with_retry(&self.retry, "get", |_| async {
+            self.egress.check_str(url.expose())?;
+            let mut req = self.client.get(url.expose());
+            for (k, v) in headers {
+                req = req.header(k, *v);
+            }
+            let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body = error_body(&mut resp).await;
+                return Err(status_error(status, &body, expired(url)));
+            }
+            let head = resp.headers().clone();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| from_reqwest(e, "reading the body"))? {
+                let room = (1 << 20) - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= 1 << 20 {
+                    break;
+                }
+            }
+            Ok((head, body))
+        })
+        .await
+    }
+
+    /// An `OPTIONS` request (a CORS preflight): the reply's headers, whatever its
+    /// status below 500 (a refused preflight is an answer, not a fault).
+    pub(crate) async fn preflight(
+        &self,
+        url: &SignedUrl,
+        headers: &[(reqwest::header::HeaderName, &str)],
+    ) -> Result<reqwest::header::HeaderMap, StorageError> {
+        with_retry(&self.retry, "preflight", |_| async {
+            self.egress.check_str(url.expose())?;
+            let mut req = self.client.request(reqwest::Method::OPTIONS, url.expose());
+            for (k, v) in headers {
+                req = req.header(k, *v);
+            }
+            let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
+            let status = resp.status();
+            if status.is_server_error() {
+                let body = error_body(&mut resp).await;
+                return Err(status_error(status, &body, false));
+            }
+            Ok(resp.headers().clone())
+        })
+        .await
+    }
+}
+
 fn ranged_failed(reason: impl Into<String>) -> StorageError {
     StorageError::RangedReadFailed { reason: reason.into() }
 }

@@ -125,7 +125,11 @@ fn locate_http(s: &S3Integration, aws: bool, raw: &str) -> Result<ObjectLocation
 
 /// Path-style (`endpoint/bucket/key`) or virtual-hosted (`bucket.endpoint/key`) on the
 /// integration's own endpoint: same scheme, host and port.
-fn on_endpoint(endpoint: &str, url: &Url, host: &Host<&str>) -> Result<Option<ObjectLocation>, StorageError> {
+pub(crate) fn on_endpoint(
+    endpoint: &str,
+    url: &Url,
+    host: &Host<&str>,
+) -> Result<Option<ObjectLocation>, StorageError> {
     let ep = Url::parse(endpoint).map_err(|e| StorageError::invalid("endpoint", e.to_string()))?;
     if ep.scheme() != url.scheme() || ep.port_or_known_default() != url.port_or_known_default() {
         return Ok(None);

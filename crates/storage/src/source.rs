@@ -70,6 +70,13 @@ impl S3Source<'_> {
         if let Some(endpoint) = &s.endpoint {
             b = b.endpoint_url(endpoint);
         }
+        // Region `auto` is GCS's XML API (and R2): they refuse the checksum headers the
+        // SDK sends by default, so checksums only when an operation requires them.
+        if s.region.as_deref() == Some("auto") {
+            b = b
+                .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+        }
         aws_sdk_s3::Client::from_conf(b.build())
     }
 

@@ -59,6 +59,7 @@ pub fn validate_integration(i: &Integration) -> Result<(), StorageError> {
     match i {
         Integration::Aws(s) => validate_s3(s, true),
         Integration::S3Compatible(s) => validate_s3(s, false),
+        Integration::Gcs(g) => crate::gcs::validate_gcs(g),
         Integration::Local(l) => {
             if l.root.as_os_str().is_empty() {
                 return Err(StorageError::invalid("root", "must name a directory"));
@@ -120,7 +121,7 @@ fn validate_s3(s: &S3Integration, aws: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn validate_endpoint(e: &str) -> Result<(), StorageError> {
+pub(crate) fn validate_endpoint(e: &str) -> Result<(), StorageError> {
     let url =
         url::Url::parse(e).map_err(|err| StorageError::invalid("endpoint", format!("not a URL ({err})")))?;
     if !matches!(url.scheme(), "http" | "https") {

@@ -128,6 +128,9 @@ impl PipelineArgs {
             secrets_dir: self.secrets_dir.clone(),
             org_secrets: OrgSecrets::from_env(),
             allowed_endpoints: parse_allowed_endpoints(self.allowed_endpoints.as_deref())?,
+            // GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST, GCS_IAM_ENDPOINT,
+            // GCS_SERVICE_ACCOUNT_ORG_TOKEN: the operator's, never a job's.
+            gcs: asset_storage::GcsSettings::from_env(),
             ..StorageConfig::default()
         };
         if self.first_fetch_bytes < 4096 {

@@ -462,24 +462,22 @@ fn adts_sync(h: &[u8]) -> bool {
     h.len() >= 4 && h[0] == 0xFF && h[1] & 0xF6 == 0xF0
 }
 
-/// Part 10 files without the 128-byte preamble start with a group 0002 (or, for bare
-/// datasets, 0008) element, in little endian, with an explicit VR or a plausible length.
+/// Part 10 files without the 128-byte preamble start with a group 0002 element in
+/// explicit VR little endian; bare data sets (no file meta group either) with group
+/// 0008, recognised conservatively from their first two elements (see
+/// [`crate::dicom::bare_encoding`]).
 fn dicom_without_preamble(h: &[u8]) -> bool {
     if h.len() < 8 {
         return false;
     }
     let group = u16::from_le_bytes([h[0], h[1]]);
     let element = u16::from_le_bytes([h[2], h[3]]);
-    if group != 0x0002 && group != 0x0008 {
-        return false;
-    }
     let explicit_vr = h[4].is_ascii_uppercase() && h[5].is_ascii_uppercase();
-    if explicit_vr {
-        return element <= 0x0100 || group == 0x0008;
+    match group {
+        0x0002 => explicit_vr && element <= 0x0100,
+        0x0008 => crate::dicom::bare_encoding(h).is_some(),
+        _ => false,
     }
-    // Implicit VR: a 32-bit length that fits in the sniffed bytes.
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-    group == 0x0008 && element <= 0x0020 && (len as usize) < 256
 }
 
 /// An MPEG audio frame header at offset 0 and a second one where the first frame ends:

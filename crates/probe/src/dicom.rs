@@ -447,17 +447,17 @@ impl Read for Input {
             Input::Plain(r) => r.read(buf),
             // A bad deflate stream is the file's fault (InvalidData, read as corrupt), a
             // missing byte of a partial copy is not (its error goes through as it is).
-            Input::Inflating(r) => r.read(buf).or_else(|e| {
+            Input::Inflating(r) => r.read(buf).map_err(|e| {
                 if crate::MissingBytes::from_io(&e).is_some() {
-                    return Err(e);
+                    return e;
                 }
                 // A stream the file ends inside is truncated; any other is corrupt.
                 let kind = match r.get_mut().fill_buf() {
                     Ok([]) => io::ErrorKind::UnexpectedEof,
                     Ok(_) => io::ErrorKind::InvalidData,
-                    Err(e) => return Err(e),
+                    Err(e) => return e,
                 };
-                Err(io::Error::new(kind, format!("deflated data set: {e}")))
+                io::Error::new(kind, format!("deflated data set: {e}"))
             }),
             Input::Switching => Ok(0),
         }

@@ -21,11 +21,21 @@ pub enum DataType {
     Text,
     Dicom,
     Pdf,
+    /// A volume in a medical format other than DICOM (NIfTI, NRRD): `width`, `height`
+    /// and the slice count as `frame_count`.
+    MedicalVolume,
 }
 
 impl DataType {
-    pub const ALL: [DataType; 6] =
-        [DataType::Image, DataType::Video, DataType::Audio, DataType::Text, DataType::Dicom, DataType::Pdf];
+    pub const ALL: [DataType; 7] = [
+        DataType::Image,
+        DataType::Video,
+        DataType::Audio,
+        DataType::Text,
+        DataType::Dicom,
+        DataType::Pdf,
+        DataType::MedicalVolume,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +45,7 @@ impl DataType {
             DataType::Text => "text",
             DataType::Dicom => "dicom",
             DataType::Pdf => "pdf",
+            DataType::MedicalVolume => "medical_volume",
         }
     }
 }
@@ -322,6 +333,11 @@ pub struct Plausibility {
     /// asset displays without it. `mime` cannot be omitted, so a bad MIME type (never
     /// file-supplied today) makes the asset `corrupt_file`.
     pub max_string_bytes: usize,
+    /// Slices of a medical volume (`frame_count` of `medical_volume`) run from 1 to this.
+    /// The deepest real stacks (micro-CT, light-sheet microscopy) hold about 10^4
+    /// slices; NIfTI-1 cannot store more than 32,767. 10^6 leaves room above any of
+    /// them and still refuses NIfTI-2's and NRRD's 2^63.
+    pub max_slices: u64,
 }
 
 impl Default for Plausibility {
@@ -338,6 +354,7 @@ impl Default for Plausibility {
             max_channels: 1_024,
             max_page_count: 8_388_607,
             max_string_bytes: 64,
+            max_slices: 1_000_000,
         }
     }
 }

@@ -42,6 +42,12 @@ pub enum Format {
     Dicom,
     Pdf,
     Text,
+    /// NIfTI-1 or NIfTI-2, one file (`.nii`) or the header of a pair (`.hdr`).
+    Nifti,
+    /// A gzipped NIfTI (`.nii.gz`), told from other gzip files by its inflated header.
+    NiftiGz,
+    /// NRRD with its data attached (`.nrrd`) or a detached header (`.nhdr`).
+    Nrrd,
 }
 
 /// Reads one detected format: metadata from the file under the limits.
@@ -331,6 +337,39 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         extensions: &["dcm", "dicom", "dic"],
         whole_file: false,
         extract: crate::dicom::probe,
+    },
+    Descriptor {
+        format: Format::Nifti,
+        signatures: &[
+            checked(P_MAGIC, &[(344, b"n+1\0")], crate::volume::nifti1),
+            checked(P_MAGIC, &[(344, b"ni1\0")], crate::volume::nifti1),
+            checked(P_MAGIC, &[(4, b"n+2\0\r\n\x1a\n")], crate::volume::nifti2),
+            checked(P_MAGIC, &[(4, b"ni2\0\r\n\x1a\n")], crate::volume::nifti2),
+        ],
+        mime: "application/x-nifti",
+        data_type: DataType::MedicalVolume,
+        extensions: &["nii", "hdr"],
+        whole_file: false,
+        extract: crate::volume::probe,
+    },
+    Descriptor {
+        format: Format::NiftiGz,
+        // Inflates at most a header's 540 bytes of the sniffed head.
+        signatures: &[checked(P_MAGIC, &[(0, b"\x1F\x8B\x08")], crate::volume::gzipped_nifti)],
+        mime: "application/x-nifti+gzip",
+        data_type: DataType::MedicalVolume,
+        extensions: &["nii.gz"],
+        whole_file: false,
+        extract: crate::volume::probe,
+    },
+    Descriptor {
+        format: Format::Nrrd,
+        signatures: &[checked(P_MAGIC, &[(0, b"NRRD000")], crate::volume::nrrd_magic)],
+        mime: "application/x-nrrd",
+        data_type: DataType::MedicalVolume,
+        extensions: &["nrrd", "nhdr"],
+        whole_file: false,
+        extract: crate::volume::probe,
     },
     // --- documents ----------------------------------------------------------------
     Descriptor {
@@ -624,6 +663,23 @@ mod tests {
         dual.extend_from_slice(b"DICM\x02\0\0\0UL\x04\0");
         assert_eq!(detect(&dual), Some(Format::Dicom));
         assert_eq!(detect(&dual[..128]), Some(Format::Tiff));
+    }
+
+    #[test]
+    fn a_gzip_is_nifti_only_if_it_inflates_to_a_nifti_header() {
+        use std::io::Write;
+        let gz = |bytes: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        };
+        let mut nifti = vec![0u8; 352];
+        nifti[..4].copy_from_slice(&348i32.to_le_bytes());
+        nifti[344..348].copy_from_slice(b"n+1\0");
+        assert_eq!(detect(&nifti), Some(Format::Nifti));
+        assert_eq!(detect(&gz(&nifti)), Some(Format::NiftiGz));
+        assert_eq!(detect(&gz(&[b'a'; 600])), None);
+        assert_eq!(detect(b"NRRD0004\ndimension: 3\n"), Some(Format::Nrrd));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod pool;
 pub mod ranged;
 mod text;
 mod video;
+mod volume;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};

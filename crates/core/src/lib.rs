@@ -3,12 +3,14 @@
 //! Nothing here does I/O, so every crate can depend on it without pulling a runtime.
 
 pub mod integration;
+pub mod playable;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 pub use integration::{Access, Integration, LocalIntegration, S3Integration};
+pub use playable::{PLAYABLE, Playable, browser_playable};
 
 /// The kinds of asset the labeling platform displays. Detected from content, never
 /// from a file name.
@@ -197,6 +199,10 @@ pub struct AssetMetadata {
     /// DICOM Modality (0008,0060), e.g. `CT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modality: Option<String>,
+    /// Video and audio: whether the container + codec pair plays in current Chrome,
+    /// Firefox and Safari without transcoding ([`playable::PLAYABLE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_playable: Option<bool>,
 }
 
 impl AssetMetadata {
@@ -220,6 +226,7 @@ impl AssetMetadata {
             line_count: None,
             encoding: None,
             modality: None,
+            browser_playable: None,
         }
     }
 }

@@ -253,7 +253,11 @@ fn probe_source(src: &Source, limits: &Limits) -> Result<AssetMetadata> {
 /// every answer passes the one plausibility check ([`Limits::plausibility`]): a value
 /// no real asset has is [`ProbeError::Corrupt`], whichever extractor read it.
 pub fn probe_format(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
-    let meta = (format.descriptor().extract)(src, format, limits)?;
+    let mut meta = (format.descriptor().extract)(src, format, limits)?;
+    if matches!(meta.data_type, DataType::Video | DataType::Audio) {
+        let playable = meta.codec.as_deref().is_some_and(|c| asset_core::browser_playable(&meta.mime, c));
+        meta.browser_playable = Some(playable);
+    }
     plausible::check(meta, &limits.plausibility)
 }
 

@@ -591,6 +591,18 @@ fn is_svg(h: &[u8]) -> bool {
                 Some(i) => rest = &r[i + 3..],
                 None => return false,
             }
+        } else if let Some(r) = rest.strip_prefix("<!DOCTYPE") {
+            // The document type names the root element: `svg` says SVG whatever the
+            // internal subset holds, even past the sniff window.
+            let name: String =
+                r.trim_start().chars().take_while(|c| !c.is_whitespace() && !"[>".contains(*c)).collect();
+            if name == "svg" || name == "svg:svg" {
+                return true;
+            }
+            match skip_doctype(r) {
+                Some(after) => rest = after,
+                None => return false,
+            }
         } else if let Some(r) = rest.strip_prefix("<!") {
             match r.find('>') {
                 Some(i) => rest = &r[i + 1..],
@@ -600,6 +612,26 @@ fn is_svg(h: &[u8]) -> bool {
             return rest.starts_with("<svg") || rest.starts_with("<svg:svg");
         }
     }
+}
+
+/// What follows a DOCTYPE declaration (`r` starts after `<!DOCTYPE`): its internal
+/// subset, if any, ends at the first `]` outside a quoted string (markup declarations
+/// quote every `]` or `>` they hold); its entities are never read, let alone expanded.
+fn skip_doctype(r: &str) -> Option<&str> {
+    let mut quote: Option<char> = None;
+    let mut in_subset = false;
+    for (i, c) in r.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[') => in_subset = true,
+            (None, ']') => in_subset = false,
+            (None, '>') if !in_subset => return Some(&r[i + 1..]),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn strip_utf8_bom(h: &[u8]) -> &[u8] {
@@ -653,6 +685,21 @@ mod tests {
         assert_eq!(detect(&with), Some(Format::Dicom));
         assert_eq!(detect(b"\x02\0\0\0UL\x04\0\xc4\0\0\0"), Some(Format::Dicom));
         assert_eq!(detect(b"DICM\x02\0\0\0UL\x04\0\xc4\0\0\0"), Some(Format::Dicom));
+    }
+
+    #[test]
+    fn svg_with_an_internal_dtd_subset_is_an_image() {
+        let svg = b"<?xml version=\"1.0\"?>\n<!DOCTYPE svg [\n <!ENTITY a \"x>]\">\n]>\n<svg width=\"1\"/>";
+        assert_eq!(detect(svg), Some(Format::Svg));
+        // The doctype's name alone decides when the subset runs past the window.
+        let mut long = b"<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\" \"x.dtd\" [".to_vec();
+        long.extend(b"<!ENTITY a \"b\">".repeat(1000));
+        assert_eq!(detect(&long[..SNIFF_LEN]), Some(Format::Svg));
+        // A subset skipped properly leads to the root, which decides.
+        let html = b"<!DOCTYPE html [ <!ENTITY a \"<svg>\"> ]>\n<html><svg/></html>";
+        assert_eq!(detect(html), Some(Format::Text));
+        let other = b"<!DOCTYPE x [ <!ENTITY a \"]>\"> ]>\n<svg width=\"1\"/>";
+        assert_eq!(detect(other), Some(Format::Svg));
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn full_metadata() -> AssetMetadata {
         line_count: Some(7),
         encoding: Some("utf-8".into()),
         modality: Some("CT".into()),
+        browser_playable: Some(true),
     }
 }
 
@@ -209,7 +210,7 @@ fn the_metadata_schema_lists_exactly_the_probe_fields() {
     let from_probe: std::collections::BTreeSet<String> =
         serde_json::to_value(full_metadata()).unwrap().as_object().unwrap().keys().cloned().collect();
     assert_eq!(in_schema, from_probe);
-    assert_eq!(in_schema.len(), 17);
+    assert_eq!(in_schema.len(), 18);
     assert_eq!(doc["$defs"]["metadata"]["additionalProperties"], false);
 }
 

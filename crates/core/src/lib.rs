@@ -3,12 +3,14 @@
 //! Nothing here does I/O, so every crate can depend on it without pulling a runtime.
 
 pub mod integration;
+pub mod playable;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 pub use integration::{Access, GcsAccess, GcsIntegration, Integration, LocalIntegration, S3Integration};
+pub use playable::{PLAYABLE, Playable, browser_playable};
 
 /// The kinds of asset the labeling platform displays. Detected from content, never
 /// from a file name.
@@ -21,11 +23,21 @@ pub enum DataType {
     Text,
     Dicom,
     Pdf,
+    /// A volume in a medical format other than DICOM (NIfTI, NRRD): `width`, `height`
+    /// and the slice count as `frame_count`.
+    MedicalVolume,
 }
 
 impl DataType {
-    pub const ALL: [DataType; 6] =
-        [DataType::Image, DataType::Video, DataType::Audio, DataType::Text, DataType::Dicom, DataType::Pdf];
+    pub const ALL: [DataType; 7] = [
+        DataType::Image,
+        DataType::Video,
+        DataType::Audio,
+        DataType::Text,
+        DataType::Dicom,
+        DataType::Pdf,
+        DataType::MedicalVolume,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +47,7 @@ impl DataType {
             DataType::Text => "text",
             DataType::Dicom => "dicom",
             DataType::Pdf => "pdf",
+            DataType::MedicalVolume => "medical_volume",
         }
     }
 }
@@ -186,6 +199,10 @@ pub struct AssetMetadata {
     /// DICOM Modality (0008,0060), e.g. `CT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modality: Option<String>,
+    /// Video and audio: whether the container + codec pair plays in current Chrome,
+    /// Firefox and Safari without transcoding ([`playable::PLAYABLE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_playable: Option<bool>,
 }
 
 impl AssetMetadata {
@@ -209,6 +226,7 @@ impl AssetMetadata {
             line_count: None,
             encoding: None,
             modality: None,
+            browser_playable: None,
         }
     }
 }
@@ -322,6 +340,11 @@ pub struct Plausibility {
     /// asset displays without it. `mime` cannot be omitted, so a bad MIME type (never
     /// file-supplied today) makes the asset `corrupt_file`.
     pub max_string_bytes: usize,
+    /// Slices of a medical volume (`frame_count` of `medical_volume`) run from 1 to this.
+    /// The deepest real stacks (micro-CT, light-sheet microscopy) hold about 10^4
+    /// slices; NIfTI-1 cannot store more than 32,767. 10^6 leaves room above any of
+    /// them and still refuses NIfTI-2's and NRRD's 2^63.
+    pub max_slices: u64,
 }
 
 impl Default for Plausibility {
@@ -338,6 +361,7 @@ impl Default for Plausibility {
             max_channels: 1_024,
             max_page_count: 8_388_607,
             max_string_bytes: 64,
+            max_slices: 1_000_000,
         }
     }
 }

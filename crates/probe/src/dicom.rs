@@ -6,8 +6,16 @@
 //! `limits.max_nesting`. dicom-object read the whole data set instead, allocating what
 //! each header declared and recursing into nested sequences (issue 9: a stack overflow
 //! at 1,700 levels, 4 GB for a 620-byte file).
+//!
+//! Files as archives export them are read too: a preamble holding a TIFF header
+//! (detection ranks `DICM` at 128 first), a bare data set with neither preamble nor file
+//! meta group (recognised conservatively from its first two element headers), explicit
+//! VR big endian, and the deflated transfer syntax, inflated as a stream under a hard
+//! budget of output bytes ([`MAX_INFLATED_BYTES`]) so a deflate bomb costs nothing.
 
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read, Seek};
+
+use flate2::bufread::DeflateDecoder;
 
 use asset_core::{AssetMetadata, DataType, Limits};
 
@@ -50,6 +58,11 @@ const TS_EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 const TS_DEFLATED_LE: &str = "1.2.840.10008.1.2.1.99";
 const TS_DEFLATED_IMAGE_FRAME: &str = "1.2.840.10008.1.2.8.1";
 
+/// The most bytes of a deflated data set inflated before Pixel Data: the elements in
+/// front of it take kilobytes, so 16 MiB is far beyond any real file, and inflating it
+/// takes tens of milliseconds. A deflate bomb stops here with `too_large`.
+const MAX_INFLATED_BYTES: u64 = 16 << 20;
+
 /// Where the file meta group starts, and whether the `DICM` magic precedes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -59,16 +72,19 @@ enum Layout {
     MagicFirst,
     /// Neither preamble nor magic: the file starts with the (0002,xxxx) group.
     MetaFirst,
+    /// Neither preamble nor file meta group: the data set itself, in this encoding.
+    Bare(Encoding),
 }
 
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
     let layout = layout(src.head(), src.size())?;
-    let meta_start = match layout {
-        Layout::Preamble => PREAMBLE_LEN + MAGIC.len() as u64,
-        Layout::MagicFirst => MAGIC.len() as u64,
-        Layout::MetaFirst => 0,
+    let (start, bare) = match layout {
+        Layout::Preamble => (PREAMBLE_LEN + MAGIC.len() as u64, None),
+        Layout::MagicFirst => (MAGIC.len() as u64, None),
+        Layout::MetaFirst => (0, None),
+        Layout::Bare(encoding) => (0, Some(encoding)),
     };
-    let found = walk(&mut src.reader()?, meta_start, src.size(), limits)?;
+    let found = walk(src.reader()?, start, src.size(), bare, limits)?;
 
     let rows = number(found.rows.as_ref(), "Rows", b"US")?
         .ok_or_else(|| ProbeError::corrupt(FORMAT, format!("no Rows {ROWS}")))?;
@@ -98,6 +114,8 @@ fn layout(head: &[u8], size: u64) -> Result<Layout> {
         Ok(Layout::MagicFirst)
     } else if head.starts_with(&[0x02, 0x00]) {
         Ok(Layout::MetaFirst)
+    } else if let Some(encoding) = bare_encoding(head) {
+        Ok(Layout::Bare(encoding))
     } else if size < PREAMBLE_LEN + MAGIC.len() as u64 && head.starts_with(&[0x08, 0x00]) {
         Err(ProbeError::truncated(FORMAT, format!("file of {size} bytes ends in the preamble")))
     } else {
@@ -105,9 +123,55 @@ fn layout(head: &[u8], size: u64) -> Result<Layout> {
     }
 }
 
+/// The encoding of a bare data set (no preamble, no file meta group), if `head` starts
+/// like one: its first two element headers lie in the head, in group 0008 then any
+/// later tag, in explicit VR little endian (known VRs, defined lengths) or in implicit
+/// VR little endian (a first element up to (0008,0020) of under 256 bytes, a second of
+/// under 1 KiB). Archives write such files in implicit VR little endian; a stray binary
+/// file passes all of that only by chance.
+pub(crate) fn bare_encoding(head: &[u8]) -> Option<Encoding> {
+    let explicit = Encoding { explicit_vr: true, big_endian: false };
+    [explicit, IMPLICIT_LE].into_iter().find(|&enc| {
+        let mut at = 0usize;
+        let mut previous: Option<Tag> = None;
+        for n in 0..2 {
+            let Some(h) = head.get(at..at + 8) else { return false };
+            let tag = Tag(u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]));
+            let (header, len) = if enc.explicit_vr {
+                let vr = [h[4], h[5]];
+                if VRS_WITH_SHORT_LENGTH.contains(&&vr) {
+                    (8, u64::from(u16::from_le_bytes([h[6], h[7]])))
+                } else if VRS_WITH_LONG_LENGTH.contains(&&vr) {
+                    let Some(l) = head.get(at + 8..at + 12) else { return false };
+                    (12, u64::from(u32::from_le_bytes([l[0], l[1], l[2], l[3]])))
+                } else {
+                    return false;
+                }
+            } else {
+                let len = u64::from(u32::from_le_bytes([h[4], h[5], h[6], h[7]]));
+                let max = if n == 0 { 256 } else { 1024 };
+                if len >= max {
+                    return false;
+                }
+                (8, len)
+            };
+            let plausible = match previous {
+                None => tag.0 == 0x0008 && (enc.explicit_vr || tag.1 <= 0x0020),
+                Some(p) => tag > p && tag < PIXEL_DATA && len != u64::from(UNDEFINED_LENGTH),
+            };
+            if !plausible {
+                return false;
+            }
+            previous = Some(tag);
+            at += header + len as usize;
+        }
+        true
+    })
+}
+
 /// How the data set after the file meta group is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Encoding {
+pub(crate) struct Encoding {
     explicit_vr: bool,
     big_endian: bool,
 }
@@ -152,11 +216,24 @@ struct Found {
 /// opens. Sequences nest at most `limits.max_nesting` deep (else `TooLarge`); at most
 /// `limits.max_items` headers are read in all. Memory is constant whatever the file
 /// declares.
-fn walk(reader: &mut BufReader<crate::SourceFile>, start: u64, size: u64, limits: &Limits) -> Result<Found> {
+///
+/// `bare` is the encoding of a data set without file meta group; otherwise the walk
+/// starts in the file meta group, whose transfer syntax says how the rest is encoded.
+/// A deflated data set is inflated as a stream from there on, at most
+/// [`MAX_INFLATED_BYTES`], and values are skipped by reading them into nothing.
+fn walk(
+    mut reader: BufReader<crate::SourceFile>,
+    start: u64,
+    size: u64,
+    bare: Option<Encoding>,
+    limits: &Limits,
+) -> Result<Found> {
     reader.seek(io::SeekFrom::Start(start))?;
-    let mut at = Cursor { pos: start, size };
-    let mut encoding = META_ENCODING;
-    let mut in_meta = true;
+    let mut reader = Input::Plain(reader);
+    let reader = &mut reader;
+    let mut at = Cursor { pos: start, end: End::File(size) };
+    let mut encoding = bare.unwrap_or(META_ENCODING);
+    let mut in_meta = bare.is_none();
     // Where the file meta group ends, from its group length (0002,0000): the meta
     // elements are read in explicit VR little endian up to there, whatever they hold.
     let mut meta_end: Option<u64> = None;
@@ -177,7 +254,12 @@ fn walk(reader: &mut BufReader<crate::SourceFile>, start: u64, size: u64, limits
                 ));
             }
             in_meta = false;
-            encoding = dataset_encoding(transfer_syntax.trim_end_matches(['\0', ' ']))?;
+            let transfer_syntax = transfer_syntax.trim_end_matches(['\0', ' ']);
+            encoding = dataset_encoding(transfer_syntax)?;
+            if transfer_syntax == TS_DEFLATED_LE {
+                reader.inflate();
+                at = Cursor { pos: 0, end: End::Inflated(MAX_INFLATED_BYTES) };
+            }
         }
         if let Some((since, outer)) = implicit_since
             && open < since
@@ -186,7 +268,10 @@ fn walk(reader: &mut BufReader<crate::SourceFile>, start: u64, size: u64, limits
             implicit_since = None;
         }
         let mut raw_tag = [0u8; 4];
-        match crate::read_up_to(reader, &mut raw_tag)? {
+        let got = crate::read_up_to(reader, &mut raw_tag).map_err(|e| {
+            read_error(e, || ProbeError::truncated(FORMAT, format!("the data set ends at {}", at.pos)))
+        })?;
+        match got {
             0 if open == 0 && !in_meta => return Ok(found),
             4 => {}
             _ if open > 0 => {
@@ -338,19 +423,75 @@ impl Encoding {
     }
 }
 
-/// The walker's position in the file, and the file's size.
+/// What the walker reads: the file, or from the end of the file meta group on, the
+/// inflated stream of a deflated data set.
+enum Input {
+    Plain(BufReader<crate::SourceFile>),
+    Inflating(DeflateDecoder<BufReader<crate::SourceFile>>),
+    /// Only while switching from one to the other.
+    Switching,
+}
+
+impl Input {
+    /// Reads the rest of the file as raw deflate (PS3.5 A.5: no zlib header).
+    fn inflate(&mut self) {
+        if let Input::Plain(r) = std::mem::replace(self, Input::Switching) {
+            *self = Input::Inflating(DeflateDecoder::new(r));
+        }
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Plain(r) => r.read(buf),
+            // A bad deflate stream is the file's fault (InvalidData, read as corrupt), a
+            // missing byte of a partial copy is not (its error goes through as it is).
+            Input::Inflating(r) => r.read(buf).map_err(|e| {
+                if crate::MissingBytes::from_io(&e).is_some() {
+                    return e;
+                }
+                // A stream the file ends inside is truncated; any other is corrupt.
+                let kind = match r.get_mut().fill_buf() {
+                    Ok([]) => io::ErrorKind::UnexpectedEof,
+                    Ok(_) => io::ErrorKind::InvalidData,
+                    Err(e) => return e,
+                };
+                io::Error::new(kind, format!("deflated data set: {e}"))
+            }),
+            Input::Switching => Ok(0),
+        }
+    }
+}
+
+/// Where the walker's input ends: the file's size, or for an inflated data set, the
+/// budget of bytes inflated.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    File(u64),
+    Inflated(u64),
+}
+
+/// The walker's position in its input, and where that input ends.
 struct Cursor {
     pos: u64,
-    size: u64,
+    end: End,
+}
+
+fn read_error(e: io::Error, what: impl FnOnce() -> ProbeError) -> ProbeError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => what(),
+        io::ErrorKind::InvalidData => ProbeError::corrupt(FORMAT, e),
+        _ => ProbeError::Io(e),
+    }
 }
 
 impl Cursor {
     fn read_exact(&mut self, reader: &mut impl Read, buf: &mut [u8]) -> Result<()> {
-        reader.read_exact(buf).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => {
+        reader.read_exact(buf).map_err(|e| {
+            read_error(e, || {
                 ProbeError::truncated(FORMAT, format!("file ends inside the element header at {}", self.pos))
-            }
-            _ => ProbeError::Io(e),
+            })
         })?;
         self.pos += buf.len() as u64;
         Ok(())
@@ -362,25 +503,46 @@ impl Cursor {
         Ok(if enc.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
     }
 
-    /// Checks that a value of `len` bytes ends inside the file.
+    /// Checks that a value of `len` bytes ends inside the file (an inflated data set's
+    /// end is known only when reached, but it must end inside the budget).
     fn fits(&self, len: u32) -> Result<u64> {
         let end = self.pos + u64::from(len);
-        if end > self.size {
-            return Err(ProbeError::truncated(
+        match self.end {
+            End::File(size) if end > size => Err(ProbeError::truncated(
                 FORMAT,
                 format!(
-                    "a value of {len} bytes at {} runs past the end of the file ({} bytes)",
-                    self.pos, self.size
+                    "a value of {len} bytes at {} runs past the end of the file ({size} bytes)",
+                    self.pos
                 ),
-            ));
+            )),
+            End::Inflated(budget) if end > budget => Err(ProbeError::TooLarge {
+                what: format!("deflated DICOM data set inflating past {budget} bytes before Pixel Data"),
+                limit: budget,
+            }),
+            _ => Ok(end),
         }
-        Ok(end)
     }
 
-    /// Seeks past a value: nothing is read, whatever its length.
-    fn skip(&mut self, reader: &mut BufReader<crate::SourceFile>, len: u32) -> Result<()> {
+    /// Moves past a value: a seek in the file, nothing read whatever its length; in an
+    /// inflated data set, the value is inflated into nothing (within the budget).
+    fn skip(&mut self, reader: &mut Input, len: u32) -> Result<()> {
         let end = self.fits(len)?;
-        reader.seek_relative(i64::from(len))?;
+        match &mut *reader {
+            Input::Plain(r) => r.seek_relative(i64::from(len))?,
+            _ => {
+                let cut = || {
+                    ProbeError::truncated(
+                        FORMAT,
+                        format!("the deflated data set ends inside a value of {len} bytes at {}", self.pos),
+                    )
+                };
+                let copied = io::copy(&mut reader.take(u64::from(len)), &mut io::sink())
+                    .map_err(|e| read_error(e, cut))?;
+                if copied < u64::from(len) {
+                    return Err(cut());
+                }
+            }
+        }
         self.pos = end;
         Ok(())
     }
@@ -401,15 +563,15 @@ impl Cursor {
     }
 }
 
+/// How the data set is encoded under a transfer syntax (for the deflated one: once
+/// inflated).
 fn dataset_encoding(transfer_syntax: &str) -> Result<Encoding> {
     match transfer_syntax {
         TS_IMPLICIT_LE => Ok(IMPLICIT_LE),
         TS_EXPLICIT_BE => Ok(Encoding { explicit_vr: true, big_endian: true }),
-        // A deflated data set cannot be walked without inflating it, and inflating is
-        // where a hostile file would blow up: refuse rather than trust it.
-        TS_DEFLATED_LE | TS_DEFLATED_IMAGE_FRAME => Err(ProbeError::unsupported(format!(
-            "DICOM transfer syntax {transfer_syntax} (deflated data set)"
-        ))),
+        // Inflated by the walker; Deflated Image Frame Compression deflates only the
+        // frames, inside Pixel Data.
+        TS_DEFLATED_LE | TS_DEFLATED_IMAGE_FRAME => Ok(META_ENCODING),
         "" => Err(ProbeError::corrupt(FORMAT, "no TransferSyntaxUID (0002,0010) in the file meta group")),
         // Every other transfer syntax encodes the data set in explicit VR little endian;
         // only Pixel Data differs.
@@ -821,11 +983,67 @@ mod tests {
     }
 
     #[test]
-    fn deflated_data_set_is_unsupported() {
-        assert!(matches!(dataset_encoding(TS_DEFLATED_LE), Err(ProbeError::Unsupported { .. })));
+    fn deflated_data_sets_are_explicit_little_endian_once_inflated() {
+        assert_eq!(dataset_encoding(TS_DEFLATED_LE).unwrap(), META_ENCODING);
+        assert_eq!(dataset_encoding(TS_DEFLATED_IMAGE_FRAME).unwrap(), META_ENCODING);
         assert_eq!(
             dataset_encoding(TS_EXPLICIT_BE).unwrap(),
             Encoding { explicit_vr: true, big_endian: true }
         );
+    }
+
+    /// The data set of a file [`Writer`] made, without preamble and file meta group.
+    fn bare(ts: &str) -> Vec<u8> {
+        let mut w = Writer::new(ts);
+        let start = w.out.len();
+        w.element(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\0");
+        w.element(0x0008, 0x0018, b"UI", b"1.2.3.4\0");
+        w.image(|_| {})[start..].to_vec()
+    }
+
+    #[test]
+    fn bare_data_sets_in_implicit_and_explicit_little_endian() {
+        for ts in [TS_IMPLICIT_LE, EXPLICIT_LE] {
+            let bytes = bare(ts);
+            assert_eq!(crate::detect::detect(&bytes), Some(Format::Dicom), "{ts}");
+            assert_eq!(size_of(&probe_bytes(&bytes, &Limits::default()).unwrap()), EXPECTED, "{ts}");
+        }
+    }
+
+    #[test]
+    fn bare_data_sets_are_recognised_conservatively() {
+        let bytes = bare(TS_IMPLICIT_LE);
+        // One element alone is not enough, nor a second one sorting before the first.
+        assert_eq!(bare_encoding(&bytes[..8 + 26]), None);
+        let mut swapped = bytes.clone();
+        swapped[8 + 26 + 2] = 0x02; // (0008,0018) -> (0008,0002)
+        assert_eq!(bare_encoding(&swapped), None);
+        // A first length of 256 or more, or a first element past (0008,0020).
+        let mut long = bytes.clone();
+        long[5] = 1;
+        assert_eq!(bare_encoding(&long), None);
+        let mut late = bytes.clone();
+        late[2] = 0x21;
+        assert_eq!(bare_encoding(&late), None);
+        assert_eq!(bare_encoding(&bytes), Some(IMPLICIT_LE));
+    }
+
+    #[test]
+    fn inflating_stops_at_the_budget() {
+        // Declared lengths are checked against the budget before any byte is inflated.
+        let mut w = Writer { out: Vec::new(), enc: META_ENCODING };
+        let mut meta = Writer { out: Vec::new(), enc: META_ENCODING };
+        meta.element(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1.99\0");
+        w.out.extend_from_slice(&[0u8; 128]);
+        w.out.extend_from_slice(MAGIC);
+        w.element(0x0002, 0x0000, b"UL", &(meta.out.len() as u32).to_le_bytes());
+        w.out.extend_from_slice(&meta.out);
+        let mut data = Writer { out: Vec::new(), enc: META_ENCODING };
+        data.header(0x0009, 0x1001, b"OB", u32::try_from(MAX_INFLATED_BYTES).unwrap() + 2);
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, &data.out).unwrap();
+        w.out.extend_from_slice(&e.finish().unwrap());
+        let err = probe_bytes(&w.out, &Limits::default()).unwrap_err();
+        assert!(matches!(err, ProbeError::TooLarge { .. }), "{err}");
     }
 }

@@ -15,6 +15,7 @@ mod pool;
 pub mod ranged;
 mod text;
 mod video;
+mod volume;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -252,14 +253,11 @@ fn probe_source(src: &Source, limits: &Limits) -> Result<AssetMetadata> {
 /// every answer passes the one plausibility check ([`Limits::plausibility`]): a value
 /// no real asset has is [`ProbeError::Corrupt`], whichever extractor read it.
 pub fn probe_format(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
-    let meta = match format.data_type() {
-        DataType::Image => image::probe(src, format, limits),
-        DataType::Video => video::probe(src, format, limits),
-        DataType::Audio => audio::probe(src, format, limits),
-        DataType::Text => text::probe(src, format, limits),
-        DataType::Dicom => dicom::probe(src, format, limits),
-        DataType::Pdf => pdf::probe(src, format, limits),
-    }?;
+    let mut meta = (format.descriptor().extract)(src, format, limits)?;
+    if matches!(meta.data_type, DataType::Video | DataType::Audio) {
+        let playable = meta.codec.as_deref().is_some_and(|c| asset_core::browser_playable(&meta.mime, c));
+        meta.browser_playable = Some(playable);
+    }
     plausible::check(meta, &limits.plausibility)
 }
 

@@ -48,6 +48,11 @@ fn implausible(meta: &AssetMetadata, b: &Plausibility) -> Option<String> {
     if let Some(n) = meta.frame_count.filter(|&n| n == 0 || n > b.max_frame_count) {
         return out_of("frame_count", n.to_string(), format!("1..={}", b.max_frame_count), "max_frame_count");
     }
+    if meta.data_type == asset_core::DataType::MedicalVolume
+        && let Some(n) = meta.frame_count.filter(|&n| n > b.max_slices)
+    {
+        return out_of("frame_count", n.to_string(), format!("1..={} slices", b.max_slices), "max_slices");
+    }
     if let Some(r) = meta.frame_rate {
         let min = min_frame_rate(b);
         if !(r.is_finite() && r > 0.0 && r >= min && r <= f64::from(b.max_frame_rate)) {
@@ -422,6 +427,24 @@ mod tests {
         assert!(err.contains("width 160 is outside the plausible range 1..=100"), "{err}");
         let err = check(AssetMetadata { width: Some(100), ..video() }, &tight).unwrap_err().to_string();
         assert!(err.contains("frame_rate 25 is outside the plausible range 1e-7..=24 fps"), "{err}");
+    }
+
+    #[test]
+    fn a_volume_deeper_than_max_slices_is_corrupt() {
+        let volume = |slices| AssetMetadata {
+            width: Some(33),
+            height: Some(17),
+            frame_count: Some(slices),
+            ..AssetMetadata::new(asset_core::DataType::MedicalVolume, "application/x-nifti", 3157)
+        };
+        let bounds = Plausibility::default();
+        assert_eq!(check(volume(1_000_000), &bounds).unwrap().frame_count, Some(1_000_000));
+        let err = check(volume(1_000_001), &bounds).unwrap_err().to_string();
+        assert!(
+            err.contains("frame_count 1000001 is outside the plausible range 1..=1000000 slices"),
+            "{err}"
+        );
+        assert!(check(volume(0), &bounds).is_err());
     }
 
     #[test]

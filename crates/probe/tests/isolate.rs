@@ -38,7 +38,7 @@ fn limits(millis: u64) -> Limits {
 fn answers_match_the_in_process_probe_for_every_fixture() {
     let pool = real_pool(2);
     let mut files: Vec<PathBuf> = Vec::new();
-    for kind in ["image", "video", "audio", "text", "dicom", "pdf", "bad"] {
+    for kind in ["image", "video", "audio", "text", "dicom", "pdf", "volume", "bad"] {
         for e in std::fs::read_dir(fixtures().join(kind)).unwrap() {
             files.push(e.unwrap().path());
         }

@@ -28,6 +28,7 @@ fn wide_open() -> Plausibility {
         max_channels: u32::MAX,
         max_page_count: u32::MAX,
         max_string_bytes: usize::MAX,
+        max_slices: u64::MAX,
     }
 }
 

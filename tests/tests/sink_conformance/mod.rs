@@ -127,6 +127,7 @@ pub fn full_metadata() -> AssetMetadata {
         line_count: Some(7),
         encoding: Some("utf-8".into()),
         modality: Some("CT".into()),
+        browser_playable: Some(true),
     }
 }
 

@@ -191,12 +191,46 @@ fn caused_by_eof(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The orientation tag (1–8) of IFD0 in a TIFF-structured EXIF blob. A blob that does
 /// not parse, or a value out of range, gives `None`: a broken EXIF block does not make
-/// the image undisplayable.
+/// the image undisplayable. kamadak-exif reads the whole chain and refuses a blob whose
+/// chain is damaged past IFD0 (a next-IFD pointer looping back, a sub-IFD pointer out
+/// of the blob); exiftool still reads IFD0's orientation there, and so do we, from IFD0
+/// alone ([`ifd0_orientation`]).
 fn exif_orientation(tiff: Vec<u8>) -> Option<u16> {
-    let exif = exif::Reader::new().read_raw(tiff).ok()?;
+    let from_ifd0 = ifd0_orientation(&tiff);
+    let Ok(exif) = exif::Reader::new().read_raw(tiff) else { return from_ifd0 };
     let field = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)?;
     let value = field.value.get_uint(0)?;
     (1..=8).contains(&value).then_some(value as u16)
+}
+
+/// The Orientation entry (a single SHORT, 1–8) of IFD0, following no pointer out of it:
+/// at most the 65,535 entries of one IFD are looked at, inside the blob.
+fn ifd0_orientation(tiff: &[u8]) -> Option<u16> {
+    let big_endian = match tiff.get(..2)? {
+        b"II" => false,
+        b"MM" => true,
+        _ => return None,
+    };
+    let u16_at = |at: usize| {
+        let b: [u8; 2] = tiff.get(at..at.checked_add(2)?)?.try_into().ok()?;
+        Some(if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    };
+    let u32_at = |at: usize| {
+        let b: [u8; 4] = tiff.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    };
+    if u16_at(2)? != 42 {
+        return None;
+    }
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let count = usize::from(u16_at(ifd)?);
+    (0..count).find_map(|k| {
+        let entry = ifd + 2 + 12 * k;
+        (u16_at(entry)? == 0x0112 && u16_at(entry + 2)? == 3 && u32_at(entry + 4)? == 1)
+            .then(|| u16_at(entry + 8))
+            .flatten()
+            .filter(|o| (1..=8).contains(o))
+    })
 }
 
 /// `read_exact` that reports a short file as [`ProbeError::Truncated`].
@@ -284,6 +318,49 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TIFF blob with IFD0 at 8 holding `entries` (tag, type, count, value) and a
+    /// next-IFD pointer, in either byte order.
+    fn blob(big_endian: bool, entries: &[(u16, u16, u32, u32)], next: u32) -> Vec<u8> {
+        let u16b = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let u32b = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut b = if big_endian { b"MM".to_vec() } else { b"II".to_vec() };
+        b.extend(u16b(42));
+        b.extend(u32b(8));
+        b.extend(u16b(entries.len() as u16));
+        for &(tag, kind, count, value) in entries {
+            b.extend(u16b(tag));
+            b.extend(u16b(kind));
+            b.extend(u32b(count));
+            if kind == 3 {
+                b.extend(u16b(value as u16));
+                b.extend([0, 0]);
+            } else {
+                b.extend(u32b(value));
+            }
+        }
+        b.extend(u32b(next));
+        b
+    }
+
+    #[test]
+    fn orientation_survives_a_damaged_ifd_chain() {
+        for be in [false, true] {
+            // The next-IFD pointer loops back to IFD0; a sub-IFD pointer leaves the blob.
+            assert_eq!(exif_orientation(blob(be, &[(0x0112, 3, 1, 6)], 8)), Some(6), "{be}");
+            let bogus = blob(be, &[(0x0112, 3, 1, 8), (0x8769, 4, 1, 0xFFFF_FF00)], 0);
+            assert_eq!(exif_orientation(bogus), Some(8), "{be}");
+        }
+        // Only a single SHORT of 1 to 8 is an orientation; IFD0 cut short gives none.
+        assert_eq!(ifd0_orientation(&blob(false, &[(0x0112, 3, 1, 9)], 8)), None);
+        assert_eq!(ifd0_orientation(&blob(false, &[(0x0112, 4, 1, 6)], 8)), None);
+        assert_eq!(ifd0_orientation(&blob(false, &[(0x0112, 3, 2, 6)], 8)), None);
+        let mut cut = blob(false, &[(0x0100, 3, 1, 1), (0x0112, 3, 1, 6)], 0);
+        cut[8] = 0xFF; // 65,535 entries declared, two there
+        assert_eq!(ifd0_orientation(&cut), Some(6));
+        cut.truncate(20);
+        assert_eq!(ifd0_orientation(&cut), None);
+    }
 
     #[test]
     fn orientations_five_to_eight_swap() {

@@ -40,8 +40,9 @@ fn root_dimensions(root: &BytesStart<'_>) -> Result<Option<(u32, u32)>> {
     let (mut width, mut height, mut view_box) = (None, None, None);
     for attr in root.attributes() {
         let attr = attr.map_err(|e| ProbeError::corrupt(NAME, e))?;
-        let value =
-            attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| ProbeError::corrupt(NAME, e))?;
+        // An entity reference is never expanded (a DTD's entities can nest into a
+        // billion bytes): a value holding one is unknown, as if absent.
+        let Ok(value) = attr.normalized_value(XmlVersion::Implicit1_0) else { continue };
         match attr.key.local_name().as_ref() {
             "width" => width = Some(value.into_owned()),
             "height" => height = Some(value.into_owned()),
@@ -119,6 +120,22 @@ mod tests {
         let svg = "<?xml version=\"1.0\"?>\n<!-- c -->\n<!DOCTYPE svg [<!ENTITY a \"b\">]>\n\
                    <svg:svg xmlns:svg=\"http://www.w3.org/2000/svg\" width=\"5\" height=\"6\"/>";
         assert_eq!(dims(svg).unwrap(), Some((5, 6)));
+    }
+
+    #[test]
+    fn internal_dtd_entities_are_never_expanded() {
+        // Billion laughs: 10^9 "lol"s if expanded. The width is an entity: unknown, so
+        // the viewBox gives the size.
+        let mut dtd = String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE svg [\n<!ENTITY lol \"lol\">\n");
+        for i in 1..=9 {
+            let prev = if i == 1 { "lol".to_string() } else { format!("lol{}", i - 1) };
+            dtd += &format!("<!ENTITY lol{i} \"{}\">\n", format!("&{prev};").repeat(10));
+        }
+        dtd += "]>\n<svg width=\"&lol9;\" height=\"20\" viewBox=\"0 0 30 20\"><text>&lol9;</text></svg>";
+        let tight = Limits { max_memory_bytes: 64 * 1024, ..Limits::default() };
+        assert_eq!(dimensions(dtd.as_bytes(), &tight).unwrap(), Some((30, 20)));
+        let svg = "<!DOCTYPE svg [<!ENTITY w \"50\">]><svg width=\"&w;\" height=\"&w;\"/>";
+        assert_eq!(dims(svg).unwrap(), None);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum Format {
     QuickTime,
     Matroska,
     Avi,
+    /// MPEG transport stream: 188-byte packets (`.ts`) or 192 (`.m2ts`/`.mts`).
+    MpegTs,
+    /// ASF: Windows Media video and audio (`.wmv`, `.wma`, `.asf`).
+    Asf,
     Wav,
     Aiff,
     Flac,
@@ -89,6 +93,9 @@ const P_MAGIC: u8 = 100;
 /// Structural heuristics (no fixed magic, or a magic anywhere in a window), weakest last.
 const P_DICOM_BARE: u8 = 60;
 const P_QUICKTIME_LEGACY: u8 = 58;
+/// A sync byte at every packet of the head (up to 43 of them) is stronger than a
+/// `%PDF-` anywhere in the first KiB, which a transport stream's payload may hold.
+const P_TS_PACKETS: u8 = 57;
 const P_PDF: u8 = 56;
 /// ID3 is a magic at 0 but ranks below PDF, as it always has: a "%PDF-" in the first KiB
 /// of a tag wins.
@@ -248,6 +255,26 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         mime: "video/x-msvideo",
         data_type: DataType::Video,
         extensions: &["avi"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::MpegTs,
+        // No magic of its own: 0x47 at every packet start, for any of the packet sizes.
+        signatures: &[checked(P_TS_PACKETS, &[], ts_packets)],
+        mime: "video/mp2t",
+        data_type: DataType::Video,
+        extensions: &["ts", "m2ts", "mts", "m2t"],
+        // Head and tail only: the last timestamps come from a suffix range.
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Asf,
+        signatures: &[magic(P_MAGIC, &[(0, &crate::video::ASF_HEADER_GUID)])],
+        mime: "video/x-ms-wmv",
+        data_type: DataType::Video,
+        extensions: &["wmv", "wma", "asf"],
         whole_file: false,
         extract: crate::video::probe,
     },
@@ -450,6 +477,11 @@ fn quicktime_without_ftyp(h: &[u8]) -> bool {
     let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     // A real box has a size of 0 (to end), 1 (64-bit size follows) or at least 8.
     size == 0 || size == 1 || size >= 8
+}
+
+/// Transport stream packets: a sync byte at every packet start the head holds.
+fn ts_packets(h: &[u8]) -> bool {
+    crate::video::is_transport_stream(h)
 }
 
 /// `%PDF-` within the first KiB.

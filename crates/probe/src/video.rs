@@ -2,9 +2,12 @@
 //! frame count, frame rate and codec of the main video stream, read from headers only.
 //! A container with no video track but an audio track is reported as audio.
 
+mod asf;
 mod avi;
 mod mkv;
 mod mp4;
+mod mpegts;
+mod nal;
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -13,11 +16,21 @@ use asset_core::{AssetMetadata, DataType, Limits};
 use crate::ranged::WalkReader;
 use crate::{Format, ProbeError, Result, Source};
 
+/// The ASF Header Object's GUID, the magic detection looks for.
+pub(crate) const ASF_HEADER_GUID: [u8; 16] = asf::HEADER;
+
+/// Whether the head holds transport stream packets; for detection.
+pub(crate) fn is_transport_stream(head: &[u8]) -> bool {
+    mpegts::sniff(head).is_some()
+}
+
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
     let streams = match format {
         Format::IsoBmff | Format::QuickTime => mp4::probe(src, limits)?,
         Format::Matroska => mkv::probe(src, limits)?,
         Format::Avi => avi::probe(src, limits)?,
+        Format::MpegTs => mpegts::probe(src, limits)?,
+        Format::Asf => asf::probe(src, limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
     };
     streams.into_metadata(format, src.size())
@@ -72,6 +85,9 @@ impl Streams {
         if let Some(a) = self.audio {
             let mime = match format {
                 Format::IsoBmff | Format::QuickTime => "audio/mp4",
+                Format::Asf => "audio/x-ms-wma",
+                // MPEG-TS has one MIME type, whatever the streams.
+                Format::MpegTs => "video/mp2t",
                 Format::Matroska if self.webm => "audio/webm",
                 Format::Matroska => "audio/x-matroska",
                 _ => "audio/x-msvideo",
@@ -156,6 +172,8 @@ mod tests {
         match format {
             Format::Matroska => mkv::probe_bytes(bytes, &limits),
             Format::Avi => avi::probe_reader(&mut r, &limits),
+            Format::MpegTs => mpegts::probe_reader(&mut r, &limits),
+            Format::Asf => asf::probe_reader(&mut r, &limits),
             _ => mp4::probe_reader(&mut r, &limits),
         }
     }

@@ -6,6 +6,9 @@
 //! sub-chunk's declared size (up to 4 GiB) and does not read RF64, and its FLAC reader
 //! keeps every PICTURE block in memory, ignoring `MetadataOptions` limits.
 
+// Until detection registers the raw AC-3 format, only the transport stream reader uses it.
+#[allow(dead_code)]
+pub(crate) mod ac3;
 mod adts;
 mod aiff;
 mod flac;
@@ -18,6 +21,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use asset_core::{AssetMetadata, DataType, Limits};
 
 use crate::{Format, ProbeError, Result, Source};
+
+pub(crate) use ac3::ac3_params;
+pub(crate) use adts::decoded_layout as aac_decoded_layout;
 
 /// What one extractor found about the file's (first) audio stream.
 #[derive(Debug, Clone, PartialEq)]

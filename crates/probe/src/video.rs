@@ -33,7 +33,28 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Asf => asf::probe(src, limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
     };
-    streams.into_metadata(format, src.size())
+    let mut meta = streams.into_metadata(format, src.size())?;
+    if format == Format::IsoBmff
+        && let Some(mime) = three_gpp_mime(src.head(), meta.data_type)
+    {
+        meta.mime = mime.into();
+    }
+    Ok(meta)
+}
+
+/// 3GPP and 3GPP2 files are ISO BMFF that their major brand names (3GPP TS 26.244,
+/// 3GPP2 C.S0050): `3gp4`…`3gp9`, `3ge*`, `3gg*`, `3gr*`, `3gs*` and `3g2a`…`3g2c`. The
+/// container is read as MP4 either way; only the MIME type differs.
+fn three_gpp_mime(head: &[u8], data_type: DataType) -> Option<&'static str> {
+    if head.get(4..8) != Some(b"ftyp") {
+        return None;
+    }
+    let video = data_type == DataType::Video;
+    match head.get(8..11)? {
+        b"3gp" | b"3ge" | b"3gg" | b"3gr" | b"3gs" => Some(if video { "video/3gpp" } else { "audio/3gpp" }),
+        b"3g2" => Some(if video { "video/3gpp2" } else { "audio/3gpp2" }),
+        _ => None,
+    }
 }
 
 /// The main video stream of a container, as the container's headers describe it.

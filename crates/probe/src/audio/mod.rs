@@ -41,7 +41,10 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Wav => wav::probe(src, limits)?,
         Format::Aiff => aiff::probe(src, limits)?,
         Format::Flac => flac::probe(&mut src.file()?, 0, src.size())?,
-        Format::Ogg => ogg::probe(src)?,
+        Format::Ogg => match ogg::probe_theora(src)? {
+            Some(video) => return Ok(video),
+            None => ogg::probe(src)?,
+        },
         Format::Mp3 => mpeg::probe(src, limits)?,
         Format::Adts => adts::probe(src, 0, src.size(), limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not an audio container"))),

@@ -37,6 +37,8 @@ pub enum Format {
     MpegTs,
     /// ASF: Windows Media video and audio (`.wmv`, `.wma`, `.asf`).
     Asf,
+    /// Flash Video.
+    Flv,
     Wav,
     Aiff,
     Flac,
@@ -275,6 +277,16 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         mime: "video/x-ms-wmv",
         data_type: DataType::Video,
         extensions: &["wmv", "wma", "asf"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Flv,
+        signatures: &[magic(P_MAGIC, &[(0, b"FLV\x01")])],
+        mime: "video/x-flv",
+        data_type: DataType::Video,
+        extensions: &["flv"],
+        // First tags, then the last tag through the final PreviousTagSize (a suffix).
         whole_file: false,
         extract: crate::video::probe,
     },

@@ -4,6 +4,7 @@
 
 mod asf;
 mod avi;
+mod flv;
 mod mkv;
 mod mp4;
 mod mpegts;
@@ -31,6 +32,7 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Avi => avi::probe(src, limits)?,
         Format::MpegTs => mpegts::probe(src, limits)?,
         Format::Asf => asf::probe(src, limits)?,
+        Format::Flv => flv::probe(src, limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
     };
     let mut meta = streams.into_metadata(format, src.size())?;
@@ -107,6 +109,7 @@ impl Streams {
             let mime = match format {
                 Format::IsoBmff | Format::QuickTime => "audio/mp4",
                 Format::Asf => "audio/x-ms-wma",
+                Format::Flv => "video/x-flv",
                 // MPEG-TS has one MIME type, whatever the streams.
                 Format::MpegTs => "video/mp2t",
                 Format::Matroska if self.webm => "audio/webm",
@@ -195,6 +198,7 @@ mod tests {
             Format::Avi => avi::probe_reader(&mut r, &limits),
             Format::MpegTs => mpegts::probe_reader(&mut r, &limits),
             Format::Asf => asf::probe_reader(&mut r, &limits),
+            Format::Flv => flv::probe_reader(&mut r, &limits),
             _ => mp4::probe_reader(&mut r, &limits),
         }
     }

@@ -39,6 +39,8 @@ pub enum Format {
     Asf,
     /// Flash Video.
     Flv,
+    /// MPEG program stream (`.mpg`, `.mpeg`, `.vob`).
+    MpegPs,
     Wav,
     Aiff,
     Flac,
@@ -287,6 +289,17 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         data_type: DataType::Video,
         extensions: &["flv"],
         // First tags, then the last tag through the final PreviousTagSize (a suffix).
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::MpegPs,
+        // A pack start code: MPEG-1 and MPEG-2 program streams both open with one.
+        signatures: &[magic(P_MAGIC, &[(0, b"\0\0\x01\xBA")])],
+        mime: "video/mpeg",
+        data_type: DataType::Video,
+        extensions: &["mpg", "mpeg", "vob", "m2p", "ps"],
+        // First packets, then a suffix window for the last timestamps.
         whole_file: false,
         extract: crate::video::probe,
     },

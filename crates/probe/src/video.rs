@@ -7,6 +7,7 @@ mod avi;
 mod flv;
 mod mkv;
 mod mp4;
+mod mpegps;
 mod mpegts;
 mod nal;
 
@@ -33,6 +34,7 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::MpegTs => mpegts::probe(src, limits)?,
         Format::Asf => asf::probe(src, limits)?,
         Format::Flv => flv::probe(src, limits)?,
+        Format::MpegPs => mpegps::probe(src, limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
     };
     let mut meta = streams.into_metadata(format, src.size())?;
@@ -110,6 +112,7 @@ impl Streams {
                 Format::IsoBmff | Format::QuickTime => "audio/mp4",
                 Format::Asf => "audio/x-ms-wma",
                 Format::Flv => "video/x-flv",
+                Format::MpegPs => "video/mpeg",
                 // MPEG-TS has one MIME type, whatever the streams.
                 Format::MpegTs => "video/mp2t",
                 Format::Matroska if self.webm => "audio/webm",
@@ -199,6 +202,7 @@ mod tests {
             Format::MpegTs => mpegts::probe_reader(&mut r, &limits),
             Format::Asf => asf::probe_reader(&mut r, &limits),
             Format::Flv => flv::probe_reader(&mut r, &limits),
+            Format::MpegPs => mpegps::probe_reader(&mut r, &limits),
             _ => mp4::probe_reader(&mut r, &limits),
         }
     }

@@ -22,15 +22,15 @@ const SYNC: u8 = 0x47;
 /// How much of the start is read at most for the tables, the parameter sets and the
 /// first timestamps: a real muxer repeats PAT/PMT every 100 ms and the SPS with every
 /// key frame, so a file that has none of them within this is not one we can read.
-const HEAD_BYTES: u64 = 4 << 20;
+pub(super) const HEAD_BYTES: u64 = 4 << 20;
 /// The first window read at the end for the last timestamps; doubled while a followed
 /// stream has none there, up to [`TAIL_BYTES_MAX`].
-const TAIL_BYTES: u64 = 64 * 1024;
-const TAIL_BYTES_MAX: u64 = 4 << 20;
+pub(super) const TAIL_BYTES: u64 = 64 * 1024;
+pub(super) const TAIL_BYTES_MAX: u64 = 4 << 20;
 /// Video timestamps gathered for the frame rate: enough to see past B-frame reordering.
-const RATE_SAMPLES: usize = 16;
+pub(super) const RATE_SAMPLES: usize = 16;
 /// The most elementary-stream bytes kept while looking for a parameter set.
-const ES_BUFFER: usize = 256 * 1024;
+pub(super) const ES_BUFFER: usize = 256 * 1024;
 /// ADTS frames gathered before the SBR check looks at them (it wants four).
 const AAC_WAIT_FRAMES: usize = 4;
 /// The most bytes of a PSI section (the standard caps sections at 1024, 4096 for some).
@@ -68,22 +68,38 @@ pub(super) fn probe(src: &Source, limits: &Limits) -> Result<Streams> {
 
 /// A stream the PMT names that we follow.
 #[derive(Debug, Clone)]
-struct Es {
-    pid: u16,
-    kind: Kind,
-    first_pts: Option<u64>,
-    last_pts: Option<u64>,
+pub(super) struct Es {
+    pub(super) pid: u16,
+    pub(super) kind: Kind,
+    pub(super) first_pts: Option<u64>,
+    pub(super) last_pts: Option<u64>,
     /// The PTS of the first video PES packets, for the frame rate.
-    rate_pts: Vec<u64>,
+    pub(super) rate_pts: Vec<u64>,
     /// Payload bytes gathered until the parameters are found.
-    buf: Vec<u8>,
-    done: bool,
-    video: Option<Sps>,
-    audio: Option<AudioParams>,
+    pub(super) buf: Vec<u8>,
+    pub(super) done: bool,
+    pub(super) video: Option<Sps>,
+    pub(super) audio: Option<AudioParams>,
+}
+
+impl Es {
+    pub(super) fn new(pid: u16, kind: Kind) -> Self {
+        Es {
+            pid,
+            kind,
+            first_pts: None,
+            last_pts: None,
+            rate_pts: Vec::new(),
+            buf: Vec::new(),
+            done: matches!(kind, Kind::OtherVideo(_)),
+            video: None,
+            audio: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     H264,
     Hevc,
     Mpeg2Video,
@@ -97,7 +113,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn is_video(self) -> bool {
+    pub(super) fn is_video(self) -> bool {
         matches!(self, Kind::H264 | Kind::Hevc | Kind::Mpeg2Video | Kind::Mpeg1Video | Kind::OtherVideo(_))
     }
 
@@ -114,7 +130,7 @@ impl Kind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct AudioParams {
+pub(super) struct AudioParams {
     codec: &'static str,
     sample_rate: u32,
     channels: u32,
@@ -178,7 +194,7 @@ fn packet(p: &[u8]) -> Option<Packet<'_>> {
 }
 
 /// The PTS of a PES packet that starts in `payload`, and where its data begins.
-fn pes_header(payload: &[u8]) -> Option<(Option<u64>, usize)> {
+pub(super) fn pes_header(payload: &[u8]) -> Option<(Option<u64>, usize)> {
     if payload.len() < 9 || payload[..3] != [0, 0, 1] {
         return None;
     }
@@ -406,24 +422,14 @@ fn parse_pmt(s: &[u8]) -> Vec<Es> {
         if out.iter().any(|e: &Es| e.kind.is_video() == kind.is_video()) {
             continue;
         }
-        out.push(Es {
-            pid,
-            kind,
-            first_pts: None,
-            last_pts: None,
-            rate_pts: Vec::new(),
-            buf: Vec::new(),
-            done: matches!(kind, Kind::OtherVideo(_)),
-            video: None,
-            audio: None,
-        });
+        out.push(Es::new(pid, kind));
     }
     out
 }
 
 /// Looks for the stream's parameters in the bytes gathered so far; `last` when no more
 /// will come (the head read is over).
-fn parse_parameters(es: &mut Es, last: bool) {
+pub(super) fn parse_parameters(es: &mut Es, last: bool) {
     let found = match es.kind {
         Kind::H264 => {
             es.video = nal::annex_b_units(&es.buf).find_map(|u| {
@@ -575,16 +581,25 @@ fn tail_timestamps<R: Read + Seek>(
 }
 
 /// `to − from` in 90 kHz ticks across a 33-bit wrap: the nearer of the two ways round.
-fn delta(from: u64, to: u64) -> i64 {
+pub(super) fn delta(from: u64, to: u64) -> i64 {
     let d = ((to % PTS_WRAP + PTS_WRAP - from % PTS_WRAP) % PTS_WRAP) as i64;
     if d > (PTS_WRAP / 2) as i64 { d - PTS_WRAP as i64 } else { d }
 }
 
 /// Turns what was read into the container's summary.
-fn summarise(streams: &[Es]) -> Streams {
+pub(super) fn summarise(streams: &[Es]) -> Streams {
     let video = streams.iter().find(|e| e.kind.is_video());
     let audio = streams.iter().find(|e| !e.kind.is_video());
-    let fps = video.and_then(|v| rate_from_pts(&v.rate_pts).or(v.video.and_then(|s| s.frame_rate)));
+    // MPEG-1/2 video states its rate exactly, and program streams put several frames
+    // in one PES (so PTS steps are not frames); H.264 and HEVC often state none, and
+    // their PTS steps are the rate ffprobe reports.
+    let fps = video.and_then(|v| {
+        let stated = v.video.and_then(|s| s.frame_rate);
+        match v.kind {
+            Kind::Mpeg1Video | Kind::Mpeg2Video => stated.or_else(|| rate_from_pts(&v.rate_pts)),
+            _ => rate_from_pts(&v.rate_pts).or(stated),
+        }
+    });
     let anchor = streams.iter().find_map(|e| e.first_pts);
     // A stream's start and end in ticks from the anchor. Its start is its earliest
     // timestamp among the first ones (B-frames are sent after the frame they precede),

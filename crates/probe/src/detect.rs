@@ -47,6 +47,8 @@ pub enum Format {
     Ogg,
     Mp3,
     Adts,
+    /// Raw AC-3 / E-AC-3 (`.ac3`, `.eac3`).
+    Ac3,
     Dicom,
     Pdf,
     Text,
@@ -367,6 +369,17 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         extensions: &["aac", "adts"],
         // Its duration is a walk over every frame.
         whole_file: true,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Ac3,
+        // The 0x0B77 sync word and a frame header that parses, twice in a row.
+        signatures: &[checked(P_ADTS, &[(0, b"\x0B\x77")], crate::audio::ac3::starts_with_frames)],
+        mime: "audio/ac3",
+        data_type: DataType::Audio,
+        extensions: &["ac3", "eac3", "ec3"],
+        // The first frame header and the file size.
+        whole_file: false,
         extract: crate::audio::probe,
     },
     // --- medical ------------------------------------------------------------------

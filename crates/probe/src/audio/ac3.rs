@@ -1,6 +1,11 @@
 //! AC-3 and E-AC-3 (Dolby Digital / Plus) sync frame headers: sample rate, channels
 //! (LFE included, as ffprobe counts them) and the frame's length and sample count.
-//! Shared by the transport stream reader and the raw `.ac3`/`.eac3` files.
+//! Shared by the transport and program stream readers and the raw `.ac3`/`.eac3` files,
+//! whose duration is the file size over the first frame's bit rate, as ffprobe
+//! estimates it: the first frame is the only read.
+
+use super::{Stream, read_at};
+use crate::{ProbeError, Result, Source};
 
 /// What one sync frame header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +96,38 @@ pub(crate) fn header(h: &[u8]) -> Option<Ac3Params> {
         }
         _ => None,
     }
+}
+
+/// Whether `head` starts with an AC-3/E-AC-3 sync frame followed by another one (or by
+/// the end of the head): one sync word alone is too weak a signature.
+pub(crate) fn starts_with_frames(head: &[u8]) -> bool {
+    let Some(first) = header(head) else { return false };
+    match head.get(first.frame_len as usize..) {
+        Some(rest) if rest.len() >= 8 => header(rest).is_some(),
+        _ => true,
+    }
+}
+
+/// A raw AC-3 or E-AC-3 elementary stream.
+pub(super) fn probe(src: &Source) -> Result<Stream> {
+    let mut h = [0u8; 8];
+    if read_at(&mut src.file()?, 0, &mut h)? < h.len() {
+        return Err(ProbeError::truncated("ac3", "the file ends inside the first sync frame header"));
+    }
+    let p = header(&h).ok_or_else(|| ProbeError::corrupt("ac3", "no sync frame at the start"))?;
+    if p.frame_len < 8 || p.sample_rate == 0 {
+        return Err(ProbeError::corrupt("ac3", "a sync frame of an impossible length"));
+    }
+    // Frames of a constant length (AC-3 always; E-AC-3 as encoders write it): the
+    // file's frames times the samples of each.
+    let seconds_per_byte = f64::from(p.frame_samples) / f64::from(p.sample_rate) / f64::from(p.frame_len);
+    Ok(Stream {
+        mime: if p.codec == "eac3" { "audio/eac3" } else { "audio/ac3" },
+        codec: p.codec,
+        sample_rate: p.sample_rate,
+        channels: Some(p.channels),
+        duration: Some(src.size() as f64 * seconds_per_byte),
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@
 //! sub-chunk's declared size (up to 4 GiB) and does not read RF64, and its FLAC reader
 //! keeps every PICTURE block in memory, ignoring `MetadataOptions` limits.
 
-// Until detection registers the raw AC-3 format, only the transport stream reader uses it.
-#[allow(dead_code)]
 pub(crate) mod ac3;
 mod adts;
 mod aiff;
@@ -47,6 +45,7 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         },
         Format::Mp3 => mpeg::probe(src, limits)?,
         Format::Adts => adts::probe(src, 0, src.size(), limits)?,
+        Format::Ac3 => ac3::probe(src)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not an audio container"))),
     };
     let mut meta = AssetMetadata::new(DataType::Audio, stream.mime, src.size());

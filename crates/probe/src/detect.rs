@@ -49,6 +49,8 @@ pub enum Format {
     Adts,
     /// Raw AC-3 / E-AC-3 (`.ac3`, `.eac3`).
     Ac3,
+    /// Apple Core Audio Format.
+    Caf,
     Dicom,
     Pdf,
     Text,
@@ -379,6 +381,16 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         data_type: DataType::Audio,
         extensions: &["ac3", "eac3", "ec3"],
         // The first frame header and the file size.
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Caf,
+        // "caff", file version 1, flags 0.
+        signatures: &[magic(P_MAGIC, &[(0, b"caff\0\x01\0\0")])],
+        mime: "audio/x-caf",
+        data_type: DataType::Audio,
+        extensions: &["caf"],
         whole_file: false,
         extract: crate::audio::probe,
     },

@@ -51,6 +51,8 @@ pub enum Format {
     Ac3,
     /// Apple Core Audio Format.
     Caf,
+    /// AMR-NB / AMR-WB storage format (`.amr`, `.awb`).
+    Amr,
     Dicom,
     Pdf,
     Text,
@@ -391,6 +393,15 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         mime: "audio/x-caf",
         data_type: DataType::Audio,
         extensions: &["caf"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Amr,
+        signatures: &[magic(P_MAGIC, &[(0, b"#!AMR\n")]), magic(P_MAGIC, &[(0, b"#!AMR-WB\n")])],
+        mime: "audio/amr",
+        data_type: DataType::Audio,
+        extensions: &["amr", "awb"],
         whole_file: false,
         extract: crate::audio::probe,
     },

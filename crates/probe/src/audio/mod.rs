@@ -9,6 +9,7 @@
 pub(crate) mod ac3;
 mod adts;
 mod aiff;
+mod amr;
 mod caf;
 mod flac;
 mod mpeg;
@@ -48,6 +49,7 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Adts => adts::probe(src, 0, src.size(), limits)?,
         Format::Ac3 => ac3::probe(src)?,
         Format::Caf => caf::probe(src, limits)?,
+        Format::Amr => amr::probe(src)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not an audio container"))),
     };
     let mut meta = AssetMetadata::new(DataType::Audio, stream.mime, src.size());

@@ -55,6 +55,22 @@ pub static PLAYABLE: &[Playable] = &[
     row("video/x-msvideo", "mjpeg", false, false, false),
     row("video/x-msvideo", "mpeg4", false, false, false),
     row("video/x-msvideo", "h264", false, false, false),
+    // Transport and program streams: only Safari plays MPEG-TS, and only through HLS.
+    row("video/mp2t", "h264", false, false, false),
+    row("video/mp2t", "hevc", false, false, false),
+    row("video/mp2t", "mpeg2video", false, false, false),
+    row("video/mpeg", "mpeg1video", false, false, false),
+    row("video/mpeg", "mpeg2video", false, false, false),
+    // ASF (WMV/WMA), FLV and 3GPP: no current browser declares them.
+    row("video/x-ms-wmv", "wmv2", false, false, false),
+    row("video/x-ms-wmv", "wmv3", false, false, false),
+    row("video/x-flv", "h264", false, false, false),
+    row("video/x-flv", "flv1", false, false, false),
+    row("video/3gpp", "h263", false, false, false),
+    row("video/3gpp", "h264", false, false, false),
+    row("video/3gpp2", "h264", false, false, false),
+    // Theora: Chrome removed it in 2025 and Safari never had it.
+    row("video/ogg", "theora", false, true, false),
     // --- audio ----------------------------------------------------------------------
     row("audio/mpeg", "mp3", true, true, true),
     row("audio/aac", "aac", true, true, true),
@@ -74,6 +90,16 @@ pub static PLAYABLE: &[Playable] = &[
     // AIFF: Safari only.
     row("audio/aiff", "pcm_s16be", false, false, true),
     row("audio/aiff", "pcm_s16le", false, false, true),
+    // FLAC in MP4: Chrome, Firefox and Safari (macOS 11+/iOS 14+) all declare it.
+    row("audio/mp4", "flac", true, true, true),
+    // AC-3 / E-AC-3 (Dolby licence) and CAF: Safari only; AMR and WMA: no browser.
+    row("audio/ac3", "ac3", false, false, true),
+    row("audio/eac3", "eac3", false, false, true),
+    row("audio/amr", "amr_nb", false, false, false),
+    row("audio/amr-wb", "amr_wb", false, false, false),
+    row("audio/x-caf", "pcm_s16le", false, false, true),
+    row("audio/x-caf", "alac", false, false, true),
+    row("audio/x-ms-wma", "wmav2", false, false, false),
 ];
 
 /// Whether `codec` in the container `mime` plays in current Chrome, Firefox and Safari

@@ -33,12 +33,26 @@ pub enum Format {
     QuickTime,
     Matroska,
     Avi,
+    /// MPEG transport stream: 188-byte packets (`.ts`) or 192 (`.m2ts`/`.mts`).
+    MpegTs,
+    /// ASF: Windows Media video and audio (`.wmv`, `.wma`, `.asf`).
+    Asf,
+    /// Flash Video.
+    Flv,
+    /// MPEG program stream (`.mpg`, `.mpeg`, `.vob`).
+    MpegPs,
     Wav,
     Aiff,
     Flac,
     Ogg,
     Mp3,
     Adts,
+    /// Raw AC-3 / E-AC-3 (`.ac3`, `.eac3`).
+    Ac3,
+    /// Apple Core Audio Format.
+    Caf,
+    /// AMR-NB / AMR-WB storage format (`.amr`, `.awb`).
+    Amr,
     Dicom,
     Pdf,
     Text,
@@ -95,6 +109,9 @@ const P_MAGIC: u8 = 100;
 /// Structural heuristics (no fixed magic, or a magic anywhere in a window), weakest last.
 const P_DICOM_BARE: u8 = 60;
 const P_QUICKTIME_LEGACY: u8 = 58;
+/// A sync byte at every packet of the head (up to 43 of them) is stronger than a
+/// `%PDF-` anywhere in the first KiB, which a transport stream's payload may hold.
+const P_TS_PACKETS: u8 = 57;
 const P_PDF: u8 = 56;
 /// ID3 is a magic at 0 but ranks below PDF, as it always has: a "%PDF-" in the first KiB
 /// of a tag wins.
@@ -257,6 +274,47 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         whole_file: false,
         extract: crate::video::probe,
     },
+    Descriptor {
+        format: Format::MpegTs,
+        // No magic of its own: 0x47 at every packet start, for any of the packet sizes.
+        signatures: &[checked(P_TS_PACKETS, &[], ts_packets)],
+        mime: "video/mp2t",
+        data_type: DataType::Video,
+        extensions: &["ts", "m2ts", "mts", "m2t"],
+        // Head and tail only: the last timestamps come from a suffix range.
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Asf,
+        signatures: &[magic(P_MAGIC, &[(0, &crate::video::ASF_HEADER_GUID)])],
+        mime: "video/x-ms-wmv",
+        data_type: DataType::Video,
+        extensions: &["wmv", "wma", "asf"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Flv,
+        signatures: &[magic(P_MAGIC, &[(0, b"FLV\x01")])],
+        mime: "video/x-flv",
+        data_type: DataType::Video,
+        extensions: &["flv"],
+        // First tags, then the last tag through the final PreviousTagSize (a suffix).
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::MpegPs,
+        // A pack start code: MPEG-1 and MPEG-2 program streams both open with one.
+        signatures: &[magic(P_MAGIC, &[(0, b"\0\0\x01\xBA")])],
+        mime: "video/mpeg",
+        data_type: DataType::Video,
+        extensions: &["mpg", "mpeg", "vob", "m2p", "ps"],
+        // First packets, then a suffix window for the last timestamps.
+        whole_file: false,
+        extract: crate::video::probe,
+    },
     // --- audio --------------------------------------------------------------------
     Descriptor {
         format: Format::Wav,
@@ -321,6 +379,36 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         extensions: &["aac", "adts"],
         // Its duration is a walk over every frame.
         whole_file: true,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Ac3,
+        // The 0x0B77 sync word and a frame header that parses, twice in a row.
+        signatures: &[checked(P_ADTS, &[(0, b"\x0B\x77")], crate::audio::ac3::starts_with_frames)],
+        mime: "audio/ac3",
+        data_type: DataType::Audio,
+        extensions: &["ac3", "eac3", "ec3"],
+        // The first frame header and the file size.
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Caf,
+        // "caff", file version 1, flags 0.
+        signatures: &[magic(P_MAGIC, &[(0, b"caff\0\x01\0\0")])],
+        mime: "audio/x-caf",
+        data_type: DataType::Audio,
+        extensions: &["caf"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Amr,
+        signatures: &[magic(P_MAGIC, &[(0, b"#!AMR\n")]), magic(P_MAGIC, &[(0, b"#!AMR-WB\n")])],
+        mime: "audio/amr",
+        data_type: DataType::Audio,
+        extensions: &["amr", "awb"],
+        whole_file: false,
         extract: crate::audio::probe,
     },
     // --- medical ------------------------------------------------------------------
@@ -489,6 +577,11 @@ fn quicktime_without_ftyp(h: &[u8]) -> bool {
     let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     // A real box has a size of 0 (to end), 1 (64-bit size follows) or at least 8.
     size == 0 || size == 1 || size >= 8
+}
+
+/// Transport stream packets: a sync byte at every packet start the head holds.
+fn ts_packets(h: &[u8]) -> bool {
+    crate::video::is_transport_stream(h)
 }
 
 /// `%PDF-` within the first KiB.

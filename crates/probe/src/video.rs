@@ -2,9 +2,14 @@
 //! frame count, frame rate and codec of the main video stream, read from headers only.
 //! A container with no video track but an audio track is reported as audio.
 
+mod asf;
 mod avi;
+mod flv;
 mod mkv;
 mod mp4;
+mod mpegps;
+mod mpegts;
+mod nal;
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -13,14 +18,47 @@ use asset_core::{AssetMetadata, DataType, Limits};
 use crate::ranged::WalkReader;
 use crate::{Format, ProbeError, Result, Source};
 
+/// The ASF Header Object's GUID, the magic detection looks for.
+pub(crate) const ASF_HEADER_GUID: [u8; 16] = asf::HEADER;
+
+/// Whether the head holds transport stream packets; for detection.
+pub(crate) fn is_transport_stream(head: &[u8]) -> bool {
+    mpegts::sniff(head).is_some()
+}
+
 pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
     let streams = match format {
         Format::IsoBmff | Format::QuickTime => mp4::probe(src, limits)?,
         Format::Matroska => mkv::probe(src, limits)?,
         Format::Avi => avi::probe(src, limits)?,
+        Format::MpegTs => mpegts::probe(src, limits)?,
+        Format::Asf => asf::probe(src, limits)?,
+        Format::Flv => flv::probe(src, limits)?,
+        Format::MpegPs => mpegps::probe(src, limits)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not a video container"))),
     };
-    streams.into_metadata(format, src.size())
+    let mut meta = streams.into_metadata(format, src.size())?;
+    if format == Format::IsoBmff
+        && let Some(mime) = three_gpp_mime(src.head(), meta.data_type)
+    {
+        meta.mime = mime.into();
+    }
+    Ok(meta)
+}
+
+/// 3GPP and 3GPP2 files are ISO BMFF that their major brand names (3GPP TS 26.244,
+/// 3GPP2 C.S0050): `3gp4`…`3gp9`, `3ge*`, `3gg*`, `3gr*`, `3gs*` and `3g2a`…`3g2c`. The
+/// container is read as MP4 either way; only the MIME type differs.
+fn three_gpp_mime(head: &[u8], data_type: DataType) -> Option<&'static str> {
+    if head.get(4..8) != Some(b"ftyp") {
+        return None;
+    }
+    let video = data_type == DataType::Video;
+    match head.get(8..11)? {
+        b"3gp" | b"3ge" | b"3gg" | b"3gr" | b"3gs" => Some(if video { "video/3gpp" } else { "audio/3gpp" }),
+        b"3g2" => Some(if video { "video/3gpp2" } else { "audio/3gpp2" }),
+        _ => None,
+    }
 }
 
 /// The main video stream of a container, as the container's headers describe it.
@@ -72,6 +110,11 @@ impl Streams {
         if let Some(a) = self.audio {
             let mime = match format {
                 Format::IsoBmff | Format::QuickTime => "audio/mp4",
+                Format::Asf => "audio/x-ms-wma",
+                Format::Flv => "video/x-flv",
+                Format::MpegPs => "video/mpeg",
+                // MPEG-TS has one MIME type, whatever the streams.
+                Format::MpegTs => "video/mp2t",
                 Format::Matroska if self.webm => "audio/webm",
                 Format::Matroska => "audio/x-matroska",
                 _ => "audio/x-msvideo",
@@ -156,6 +199,10 @@ mod tests {
         match format {
             Format::Matroska => mkv::probe_bytes(bytes, &limits),
             Format::Avi => avi::probe_reader(&mut r, &limits),
+            Format::MpegTs => mpegts::probe_reader(&mut r, &limits),
+            Format::Asf => asf::probe_reader(&mut r, &limits),
+            Format::Flv => flv::probe_reader(&mut r, &limits),
+            Format::MpegPs => mpegps::probe_reader(&mut r, &limits),
             _ => mp4::probe_reader(&mut r, &limits),
         }
     }

@@ -308,3 +308,29 @@ fn whole_file_reads_are_flagged() {
     let dicom = hinted(&padded_dicom(dir.path(), 1 << 20));
     assert!(!dicom.whole_file_hinted);
 }
+
+/// A 20 MB transport stream: `h264-aac.ts` with null packets (PID 0x1FFF) between its
+/// 120th and 121st packets. The tables, the SPS and the first timestamps come from the
+/// prefix, the last timestamps from a suffix range: a small part of the file is fetched.
+#[test]
+fn a_20_mb_transport_stream_costs_under_1_percent_from_its_prefix_and_suffix() {
+    let original = fs::read(assets_dir().join("video/h264-aac.ts")).unwrap();
+    let mut null = [0xFFu8; 188];
+    null[..4].copy_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("padded.ts");
+    let cut = 120 * 188;
+    let padded = [&original[..cut], &null.repeat((20 << 20) / 188), &original[cut..]].concat();
+    fs::write(&path, &padded).unwrap();
+    let r = check_identical(&path, FetchPolicy::default(), 8);
+    let meta = r.result.expect("the padded stream probes");
+    let whole = probe(&assets_dir().join("video/h264-aac.ts"), &Limits::default()).unwrap();
+    assert_eq!(
+        (meta.width, meta.height, meta.frame_count, meta.duration_seconds, meta.codec.as_deref()),
+        (whole.width, whole.height, whole.frame_count, whole.duration_seconds, whole.codec.as_deref())
+    );
+    assert!(!r.whole_file_hinted);
+    // The 64 KiB prefix, then one 64 KiB window at the end.
+    assert_eq!(r.requests, 2, "prefix, then the suffix");
+    assert!(r.fetched * 100 <= padded.len() as u64, "fetched {} of {} bytes", r.fetched, padded.len());
+}

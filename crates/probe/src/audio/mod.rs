@@ -6,8 +6,11 @@
 //! sub-chunk's declared size (up to 4 GiB) and does not read RF64, and its FLAC reader
 //! keeps every PICTURE block in memory, ignoring `MetadataOptions` limits.
 
+pub(crate) mod ac3;
 mod adts;
 mod aiff;
+mod amr;
+mod caf;
 mod flac;
 mod mpeg;
 mod ogg;
@@ -18,6 +21,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use asset_core::{AssetMetadata, DataType, Limits};
 
 use crate::{Format, ProbeError, Result, Source};
+
+pub(crate) use ac3::ac3_params;
+pub(crate) use adts::decoded_layout as aac_decoded_layout;
 
 /// What one extractor found about the file's (first) audio stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,9 +41,15 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Wav => wav::probe(src, limits)?,
         Format::Aiff => aiff::probe(src, limits)?,
         Format::Flac => flac::probe(&mut src.file()?, 0, src.size())?,
-        Format::Ogg => ogg::probe(src)?,
+        Format::Ogg => match ogg::probe_theora(src)? {
+            Some(video) => return Ok(video),
+            None => ogg::probe(src)?,
+        },
         Format::Mp3 => mpeg::probe(src, limits)?,
         Format::Adts => adts::probe(src, 0, src.size(), limits)?,
+        Format::Ac3 => ac3::probe(src)?,
+        Format::Caf => caf::probe(src, limits)?,
+        Format::Amr => amr::probe(src)?,
         other => return Err(ProbeError::unsupported(format!("{other:?} is not an audio container"))),
     };
     let mut meta = AssetMetadata::new(DataType::Audio, stream.mime, src.size());

@@ -1,6 +1,9 @@
-//! Ogg (Vorbis, Opus, FLAC, Speex): the first page's packet identifies the codec and
-//! its layout; the duration is the granule position of the stream's last page, found
-//! by reading only the tail of the file.
+//! Ogg (Vorbis, Opus, FLAC, Speex, and Theora video in `.ogv`): the first page's packet
+//! identifies the codec and its layout; the duration is the granule position of the
+//! stream's last page, found by reading only the tail of the file. A Theora stream among
+//! the beginning-of-stream pages makes the file a video ([`probe_theora`]).
+
+use asset_core::{AssetMetadata, DataType};
 
 use super::{Stream, flac, read_at, u16_le, u32_le};
 use crate::{ProbeError, Result, Source};
@@ -35,6 +38,97 @@ fn page(b: &[u8]) -> Option<Page<'_>> {
     let mut g = [0u8; 8];
     g.copy_from_slice(&b[6..14]);
     Some(Page { granule: u64::from_le_bytes(g), serial: u32_le(b, 14), len, body, lacing })
+}
+
+/// What a Theora identification header says (Theora spec, section 6.2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Theora {
+    /// The visible picture (PICW × PICH), which ffprobe reports, not the coded frame.
+    width: u32,
+    height: u32,
+    fps: Option<f64>,
+    /// KFGSHIFT: granule positions hold the last key frame's number above this many bits.
+    shift: u32,
+    /// Version 3.2.1 on numbers frames from 1, so a granule counts the frames shown.
+    counts_from_one: bool,
+}
+
+fn theora_header(p: &[u8]) -> Option<Theora> {
+    if p.len() < 42 || !p.starts_with(b"\x80theora") {
+        return None;
+    }
+    let be24 = |at: usize| (u32::from(p[at]) << 16) | (u32::from(p[at + 1]) << 8) | u32::from(p[at + 2]);
+    let be32 = |at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    let (frn, frd) = (be32(22), be32(26));
+    let version = (u32::from(p[7]) << 16) | (u32::from(p[8]) << 8) | u32::from(p[9]);
+    Some(Theora {
+        width: be24(14),
+        height: be24(17),
+        fps: (frn > 0 && frd > 0).then(|| f64::from(frn) / f64::from(frd)),
+        shift: u32::from(((p[40] & 0x03) << 3) | (p[41] >> 5)),
+        counts_from_one: version >= 0x03_02_01,
+    })
+}
+
+/// The pages that open the file with the beginning-of-stream flag: one per logical
+/// stream, all before any other page (RFC 3533), so all within the head for real files.
+fn bos_pages(head: &[u8]) -> Vec<Page<'_>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = head.get(at..).and_then(page) {
+        if head[at + 5] & 2 == 0 || out.len() >= 32 {
+            break;
+        }
+        out.push(p);
+        at += p.len;
+    }
+    out
+}
+
+fn first_packet<'a>(p: &Page<'a>) -> &'a [u8] {
+    let len: usize = match p.lacing.iter().position(|&l| l < 255) {
+        Some(i) => p.lacing[..=i].iter().map(|&l| usize::from(l)).sum(),
+        None => p.body.len(),
+    };
+    &p.body[..len.min(p.body.len())]
+}
+
+/// An Ogg file with a Theora stream, as video metadata: the picture size and frame rate
+/// from the identification header, the frame count from the last granule position,
+/// the duration the longest of the Theora and audio streams'. `None` without Theora.
+pub(super) fn probe_theora(src: &Source) -> Result<Option<AssetMetadata>> {
+    let pages = bos_pages(src.head());
+    let Some((serial, theora)) = pages.iter().find_map(|p| Some((p.serial, theora_header(first_packet(p))?)))
+    else {
+        return Ok(None);
+    };
+    if theora.width == 0 || theora.height == 0 {
+        return Err(ProbeError::corrupt(FORMAT, "Theora header with a zero picture size"));
+    }
+    let frames = last_granule(src, serial)?.map(|g| {
+        let key = g >> theora.shift.min(63);
+        let delta = g & ((1u64 << theora.shift.min(63)) - 1);
+        let n = key.saturating_add(delta);
+        if theora.counts_from_one { n } else { n.saturating_add(1) }
+    });
+    let video_seconds = frames.zip(theora.fps).map(|(n, f)| n as f64 / f);
+    // The audio stream beside it, if any, may run longer.
+    let audio_seconds = match pages.iter().find_map(|p| identify(first_packet(p)).ok().map(|a| (p.serial, a)))
+    {
+        Some((serial, (stream, pre_skip))) => last_granule(src, serial)?.map(|g| {
+            let rate = if stream.codec == "opus" { OPUS_RATE } else { stream.sample_rate };
+            g.saturating_sub(pre_skip) as f64 / f64::from(rate)
+        }),
+        None => None,
+    };
+    let mut meta = AssetMetadata::new(DataType::Video, "video/ogg", src.size());
+    meta.width = Some(theora.width);
+    meta.height = Some(theora.height);
+    meta.frame_rate = theora.fps;
+    meta.frame_count = frames;
+    meta.duration_seconds = [video_seconds, audio_seconds].into_iter().flatten().reduce(f64::max);
+    meta.codec = Some("theora".into());
+    Ok(Some(meta))
 }
 
 pub(super) fn probe(src: &Source) -> Result<Stream> {

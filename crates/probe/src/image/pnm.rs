@@ -16,8 +16,17 @@ const NAME: &str = "PNM";
 /// The most header bytes read: real headers are tens of bytes, comments included.
 const MAX_HEADER: u64 = 16 * 1024;
 
-/// `P1`–`P7` then whitespace (or, for P7, a newline): the magic alone is two letters.
+/// `P1`–`P7`, whitespace, then a header that parses within `h`: two letters alone would
+/// take a text file starting "P1 agenda" for an image.
 pub(crate) fn sniff(h: &[u8]) -> bool {
+    if !magic(h) {
+        return false;
+    }
+    let mut budget = Budget::new(&Limits { max_items: 4096, ..Limits::default() }, NAME);
+    if h[1] == b'7' { pam(h, &mut budget).is_ok() } else { classic(h, &mut budget).is_ok() }
+}
+
+fn magic(h: &[u8]) -> bool {
     h.len() >= 3 && h[0] == b'P' && (b'1'..=b'7').contains(&h[1]) && h[2].is_ascii_whitespace()
 }
 
@@ -34,7 +43,7 @@ pub(crate) fn mime(h: &[u8]) -> &'static str {
 
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Extra> {
     let head = read_vec(r, file_size.min(MAX_HEADER), NAME, "the header")?;
-    if !sniff(&head) {
+    if !magic(&head) {
         return Err(ProbeError::corrupt(NAME, "no P1-P7 magic"));
     }
     let mut budget = Budget::new(limits, NAME);
@@ -191,6 +200,9 @@ mod tests {
         let mut long = b"P6\n#".to_vec();
         long.resize(100_000, b'x');
         assert_eq!(run(&long).unwrap_err().code().as_str(), "corrupt_file");
-        assert!(!sniff(b"P8 1 1") && !sniff(b"PK\x03\x04") && sniff(b"P3\n"));
+        assert!(!sniff(b"P8 1 1") && !sniff(b"PK\x03\x04") && !sniff(b"P3\n"));
+        assert!(sniff(b"P3\n# c\n65 33\n255\n0 0 0") && sniff(b"P4 9 2\n\0\0"));
+        assert!(!sniff(b"P1 agenda for monday\n") && !sniff(b"P6 65 33 x\n"));
+        assert!(sniff(b"P7\nWIDTH 1\nHEIGHT 1\nDEPTH 1\nMAXVAL 1\nENDHDR\n"));
     }
 }

@@ -6,29 +6,29 @@ mod bmp;
 // The walkers below wait for their entries in the detection table; only `raw` is
 // reached today (through TIFF).
 #[allow(dead_code)]
-mod exr;
+pub(crate) mod exr;
 mod gif;
 #[allow(dead_code)]
-mod hdr;
+pub(crate) mod hdr;
 mod heif;
 #[allow(dead_code)]
-mod ico;
+pub(crate) mod ico;
 #[allow(dead_code)]
-mod jp2;
+pub(crate) mod jp2;
 mod jpeg;
 #[allow(dead_code)]
-mod jxl;
+pub(crate) mod jxl;
 mod png;
 #[allow(dead_code)]
-mod pnm;
+pub(crate) mod pnm;
 #[allow(dead_code)]
-mod psd;
+pub(crate) mod psd;
 #[allow(dead_code)]
-mod qoi;
+pub(crate) mod qoi;
 mod raw;
 mod svg;
 #[allow(dead_code)]
-mod tga;
+pub(crate) mod tga;
 mod tiff;
 mod webp;
 

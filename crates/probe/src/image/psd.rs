@@ -12,6 +12,11 @@ use crate::{ProbeError, Result};
 const NAME: &str = "PSD";
 pub(crate) const SIGNATURE: &[u8] = b"8BPS";
 
+/// `8BPS` then version 1 (PSD) or 2 (PSB).
+pub(crate) fn sniff(h: &[u8]) -> bool {
+    h.len() >= 6 && h.starts_with(SIGNATURE) && matches!(h[4..6], [0, 1] | [0, 2])
+}
+
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64) -> Result<Extra> {
     let h: [u8; 26] = read_array(r, NAME, "the header")?;
     if &h[..4] != SIGNATURE {

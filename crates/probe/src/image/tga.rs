@@ -1,11 +1,13 @@
 //! Truevision TGA: an 18-byte header and, in TGA 2.0 files, a 26-byte footer ending
-//! "TRUEVISION-XFILE.\0". TGA has no magic, so detection is conservative: the footer,
-//! or a file named `.tga` (a hint) whose header holds only legal values ([`sniff`]).
+//! "TRUEVISION-XFILE.\0". TGA has no magic, so detection is conservative: a header
+//! holding only legal values ([`sniff`], weakest of the binary signatures), confirmed by
+//! the footer or, for TGA 1.0 files, which have none, by a `.tga` name ([`confirm`]).
 //! Hand-written: the header is fixed-size. For uncompressed images the pixel data's
 //! size follows from the header, so a file too short for it is `truncated`; a cut
 //! RLE image is only noticed by a decoder.
 
-use std::io::{BufRead, Seek};
+use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use super::{Extra, read_array};
 use crate::{ProbeError, Result};
@@ -42,6 +44,32 @@ pub(crate) fn sniff(h: &[u8]) -> bool {
 /// Whether `tail` (the file's last bytes) is a TGA 2.0 footer.
 pub(crate) fn has_footer(tail: &[u8]) -> bool {
     tail.ends_with(FOOTER_SIGNATURE)
+}
+
+/// The extensions TGA files carry: with one of them a legal header is enough.
+const EXTENSIONS: [&str; 4] = ["tga", "icb", "vda", "vst"];
+
+/// Whether a file whose header passed [`sniff`] is taken for a TGA: it has the TGA 2.0
+/// footer (its last 26 bytes, one small read at the end), or its name says `.tga`. A
+/// header alone is 18 bytes of small numbers that other binary files can hold, so
+/// without either the file stays `unsupported_format`.
+pub(super) fn confirm<R: Read + Seek>(r: &mut R, file_size: u64, path: &Path) -> Result<()> {
+    let named = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
+    if named {
+        return Ok(());
+    }
+    if file_size >= 18 + 26 {
+        r.seek(SeekFrom::Start(file_size - 26))?;
+        let mut tail = [0u8; 26];
+        r.read_exact(&mut tail)?;
+        if has_footer(&tail) {
+            return Ok(());
+        }
+    }
+    Err(ProbeError::unsupported("a TGA-like header without the TGA 2.0 footer or a .tga name"))
 }
 
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64) -> Result<Extra> {
@@ -101,6 +129,18 @@ mod tests {
     fn short_pixel_data_is_truncated() {
         let f = tga(2, 65, 33, 24, 65 * 33 * 3 - 1, false);
         assert_eq!(run(f).unwrap_err().code().as_str(), "truncated");
+    }
+
+    #[test]
+    fn confirmed_by_footer_or_name_only() {
+        let with = tga(2, 65, 33, 24, 65 * 33 * 3, true);
+        let n = with.len() as u64;
+        assert!(confirm(&mut Cursor::new(with), n, Path::new("/tmp/x")).is_ok());
+        let without = tga(2, 65, 33, 24, 65 * 33 * 3, false);
+        let n = without.len() as u64;
+        assert!(confirm(&mut Cursor::new(without.clone()), n, Path::new("/tmp/x.TGA")).is_ok());
+        let err = confirm(&mut Cursor::new(without), n, Path::new("/tmp/x.bin")).unwrap_err();
+        assert_eq!(err.code().as_str(), "unsupported_format");
     }
 
     #[test]

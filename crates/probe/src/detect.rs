@@ -1,13 +1,20 @@
-//! Content detection: a registry of container signatures (magic bytes), checked against
-//! the first bytes of a file. The file name is never consulted, so a file whose
-//! extension lies is still probed as what it is.
+//! Content detection: one table of format descriptors ([`DESCRIPTORS`]), each with its
+//! signatures (magic bytes at offsets, or a structural check), their priority, MIME type,
+//! data type and extractor, as Symphonia's registry does. Priority questions (DICM at
+//! 128 before TIFF at 0) are settled in that one table, not by the order of `if`s. The
+//! file name is never consulted, so a file whose extension lies is still probed as what
+//! it is; a descriptor's extensions are hints for people and tools, never for detection.
 
-use asset_core::DataType;
+use std::sync::OnceLock;
+
+use asset_core::{AssetMetadata, DataType, Limits};
+
+use crate::{Result, Source};
 
 /// How many leading bytes detection needs; the probe reads this much up front.
 pub const SNIFF_LEN: usize = 8192;
 
-/// Every container the probe recognises. One extractor module handles each family.
+/// Every container the probe recognises. Each has one entry in [`DESCRIPTORS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {
@@ -37,163 +44,422 @@ pub enum Format {
     Text,
 }
 
+/// Reads one detected format: metadata from the file under the limits.
+pub type Extractor = fn(&Source, Format, &Limits) -> Result<AssetMetadata>;
+
+/// One way to recognise a format from the head of a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Signature {
+    /// Byte strings that must all be found, each at its offset (within [`SNIFF_LEN`]).
+    pub magic: &'static [(usize, &'static [u8])],
+    /// A further test on the head, for structure a fixed string cannot express (or the
+    /// whole test when `magic` is empty).
+    pub check: Option<fn(&[u8]) -> bool>,
+    /// The highest-priority matching signature wins; see the `P_*` levels.
+    pub priority: u8,
+}
+
+/// Everything the probe knows about a format before its extractor looks inside.
+#[derive(Debug, Clone, Copy)]
+pub struct Descriptor {
+    pub format: Format,
+    /// Any one signature is enough.
+    pub signatures: &'static [Signature],
+    /// The MIME type reported; extractors may refine it (WebM, M4A).
+    pub mime: &'static str,
+    /// The data type before the extractor looks inside (an MP4 with only an audio track
+    /// is reported as audio by the video module).
+    pub data_type: DataType,
+    /// Usual file extensions, lowercase. Hints only: detection never reads the name.
+    pub extensions: &'static [&'static str],
+    /// Whether the extractor reads the whole file whatever it holds (see
+    /// [`crate::needs_whole_file`]): a ranged fetch then gets the rest at the first miss.
+    pub whole_file: bool,
+    pub extract: Extractor,
+}
+
+// Priority levels, highest first. Equal priorities are tried in table order.
+/// `DICM` at 128: the 128-byte preamble in front of it is free-form and may hold another
+/// format's magic (DICOM/TIFF dual-personality files), so it outranks every magic at 0.
+const P_AFTER_PREAMBLE: u8 = 200;
+/// A brand narrowing a container magic (AVIF, HEIC within ISO BMFF's `ftyp`).
+const P_BRAND: u8 = 120;
+/// A fixed magic at a fixed offset.
+const P_MAGIC: u8 = 100;
+/// Structural heuristics (no fixed magic, or a magic anywhere in a window), weakest last.
+const P_DICOM_BARE: u8 = 60;
+const P_QUICKTIME_LEGACY: u8 = 58;
+const P_PDF: u8 = 56;
+/// ID3 is a magic at 0 but ranks below PDF, as it always has: a "%PDF-" in the first KiB
+/// of a tag wins.
+const P_ID3: u8 = 54;
+const P_ADTS: u8 = 52;
+const P_MPEG_FRAMES: u8 = 50;
+const P_SVG: u8 = 48;
+/// Text is what is left when nothing binary matched.
+const P_TEXT: u8 = 0;
+
+const fn magic(priority: u8, magic: &'static [(usize, &'static [u8])]) -> Signature {
+    Signature { magic, check: None, priority }
+}
+
+const fn checked(
+    priority: u8,
+    magic: &'static [(usize, &'static [u8])],
+    check: fn(&[u8]) -> bool,
+) -> Signature {
+    Signature { magic, check: Some(check), priority }
+}
+
+/// The format table. To add a format: add a `Format` variant, write its module with an
+/// [`Extractor`], and add one entry here in its family's section: its signatures (magic
+/// bytes at offsets, plus a `check` fn for structure a magic cannot say), a priority
+/// level (`P_MAGIC` unless it must beat or yield to another entry; say why), MIME, data
+/// type, extensions (hints only), whether it reads the whole file, and the extractor.
+/// `every_signature_fits_the_sniff_window` and the golden fixtures check the rest.
+pub static DESCRIPTORS: &[Descriptor] = &[
+    // --- images -------------------------------------------------------------------
+    Descriptor {
+        format: Format::Jpeg,
+        signatures: &[magic(P_MAGIC, &[(0, b"\xFF\xD8\xFF")])],
+        mime: "image/jpeg",
+        data_type: DataType::Image,
+        extensions: &["jpg", "jpeg", "jpe", "jfif"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Png,
+        signatures: &[magic(P_MAGIC, &[(0, b"\x89PNG\r\n\x1a\n")])],
+        mime: "image/png",
+        data_type: DataType::Image,
+        extensions: &["png"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Gif,
+        signatures: &[magic(P_MAGIC, &[(0, b"GIF87a")]), magic(P_MAGIC, &[(0, b"GIF89a")])],
+        mime: "image/gif",
+        data_type: DataType::Image,
+        extensions: &["gif"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::WebP,
+        signatures: &[magic(P_MAGIC, &[(0, b"RIFF"), (8, b"WEBP")])],
+        mime: "image/webp",
+        data_type: DataType::Image,
+        extensions: &["webp"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Bmp,
+        signatures: &[checked(P_MAGIC, &[(0, b"BM")], bmp_header_plausible)],
+        mime: "image/bmp",
+        data_type: DataType::Image,
+        extensions: &["bmp", "dib"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Tiff,
+        signatures: &[
+            magic(P_MAGIC, &[(0, b"II*\0")]),
+            magic(P_MAGIC, &[(0, b"MM\0*")]),
+            magic(P_MAGIC, &[(0, b"II+\0")]),
+            magic(P_MAGIC, &[(0, b"MM\0+")]),
+        ],
+        mime: "image/tiff",
+        data_type: DataType::Image,
+        extensions: &["tif", "tiff"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Avif,
+        signatures: &[checked(P_BRAND, &[(4, b"ftyp")], ftyp_avif)],
+        mime: "image/avif",
+        data_type: DataType::Image,
+        extensions: &["avif"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Heic,
+        // Below AVIF: an AVIF may name mif1 as its major brand.
+        signatures: &[checked(P_BRAND - 1, &[(4, b"ftyp")], ftyp_heic)],
+        mime: "image/heic",
+        data_type: DataType::Image,
+        extensions: &["heic", "heif", "hif"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Svg,
+        signatures: &[checked(P_SVG, &[], is_svg)],
+        mime: "image/svg+xml",
+        data_type: DataType::Image,
+        extensions: &["svg"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    // --- video --------------------------------------------------------------------
+    Descriptor {
+        format: Format::IsoBmff,
+        signatures: &[checked(P_MAGIC, &[(4, b"ftyp")], ftyp_any)],
+        mime: "video/mp4",
+        data_type: DataType::Video,
+        extensions: &["mp4", "m4v", "m4a", "3gp", "3g2"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::QuickTime,
+        signatures: &[
+            // Below AVIF and HEIC, which look at compatible brands too.
+            checked(P_BRAND - 2, &[(4, b"ftyp"), (8, b"qt  ")], ftyp_any),
+            // Old MOVs have no `ftyp` and start straight with another box.
+            checked(P_QUICKTIME_LEGACY, &[], quicktime_without_ftyp),
+        ],
+        mime: "video/quicktime",
+        data_type: DataType::Video,
+        extensions: &["mov", "qt"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Matroska,
+        signatures: &[magic(P_MAGIC, &[(0, b"\x1A\x45\xDF\xA3")])],
+        mime: "video/x-matroska",
+        data_type: DataType::Video,
+        extensions: &["mkv", "webm", "mka"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    Descriptor {
+        format: Format::Avi,
+        signatures: &[
+            magic(P_MAGIC, &[(0, b"RIFF"), (8, b"AVI ")]),
+            magic(P_MAGIC, &[(0, b"RIFF"), (8, b"AVIX")]),
+        ],
+        mime: "video/x-msvideo",
+        data_type: DataType::Video,
+        extensions: &["avi"],
+        whole_file: false,
+        extract: crate::video::probe,
+    },
+    // --- audio --------------------------------------------------------------------
+    Descriptor {
+        format: Format::Wav,
+        signatures: &[
+            magic(P_MAGIC, &[(0, b"RIFF"), (8, b"WAVE")]),
+            magic(P_MAGIC, &[(0, b"RF64"), (8, b"WAVE")]),
+        ],
+        mime: "audio/wav",
+        data_type: DataType::Audio,
+        extensions: &["wav"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Aiff,
+        signatures: &[
+            magic(P_MAGIC, &[(0, b"FORM"), (8, b"AIFF")]),
+            magic(P_MAGIC, &[(0, b"FORM"), (8, b"AIFC")]),
+        ],
+        mime: "audio/aiff",
+        data_type: DataType::Audio,
+        extensions: &["aif", "aiff", "aifc"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Flac,
+        signatures: &[magic(P_MAGIC, &[(0, b"fLaC")])],
+        mime: "audio/flac",
+        data_type: DataType::Audio,
+        extensions: &["flac"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Ogg,
+        signatures: &[magic(P_MAGIC, &[(0, b"OggS")])],
+        mime: "audio/ogg",
+        data_type: DataType::Audio,
+        extensions: &["ogg", "oga", "opus"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Mp3,
+        signatures: &[
+            magic(P_ID3, &[(0, b"ID3")]),
+            // One sync word alone is too weak (it occurs in text and images): two frames.
+            checked(P_MPEG_FRAMES, &[], mpeg_audio_frame),
+        ],
+        mime: "audio/mpeg",
+        data_type: DataType::Audio,
+        extensions: &["mp3", "mp2", "mpga"],
+        whole_file: false,
+        extract: crate::audio::probe,
+    },
+    Descriptor {
+        format: Format::Adts,
+        signatures: &[checked(P_ADTS, &[], adts_sync)],
+        mime: "audio/aac",
+        data_type: DataType::Audio,
+        extensions: &["aac", "adts"],
+        // Its duration is a walk over every frame.
+        whole_file: true,
+        extract: crate::audio::probe,
+    },
+    // --- medical ------------------------------------------------------------------
+    Descriptor {
+        format: Format::Dicom,
+        signatures: &[
+            magic(P_AFTER_PREAMBLE, &[(128, b"DICM")]),
+            // A preamble-less Part 10 file may keep the magic: "DICM" then group 0002.
+            magic(P_MAGIC, &[(0, b"DICM\x02\0")]),
+            checked(P_DICOM_BARE, &[], dicom_without_preamble),
+        ],
+        mime: "application/dicom",
+        data_type: DataType::Dicom,
+        extensions: &["dcm", "dicom", "dic"],
+        whole_file: false,
+        extract: crate::dicom::probe,
+    },
+    // --- documents ----------------------------------------------------------------
+    Descriptor {
+        format: Format::Pdf,
+        // The header may follow up to 1 KiB of junk, as readers accept.
+        signatures: &[checked(P_PDF, &[], pdf_header)],
+        mime: "application/pdf",
+        data_type: DataType::Pdf,
+        extensions: &["pdf"],
+        // lopdf parses from memory.
+        whole_file: true,
+        extract: crate::pdf::probe,
+    },
+    Descriptor {
+        format: Format::Text,
+        signatures: &[checked(P_TEXT, &[], looks_like_text)],
+        mime: "text/plain",
+        data_type: DataType::Text,
+        extensions: &["txt", "csv", "md", "json", "xml", "html"],
+        // Every character is counted.
+        whole_file: true,
+        extract: crate::text::probe,
+    },
+];
+
 impl Format {
-    /// The data type a format belongs to before its extractor looks inside (an MP4 with
-    /// only an audio track is reported as audio by the video module).
+    /// The format's entry in [`DESCRIPTORS`].
+    pub fn descriptor(self) -> &'static Descriptor {
+        DESCRIPTORS
+            .iter()
+            .find(|d| d.format == self)
+            .expect("every format has a descriptor (test every_format_has_one_descriptor)")
+    }
+
+    /// The data type a format belongs to before its extractor looks inside.
     pub fn data_type(self) -> DataType {
-        use Format::*;
-        match self {
-            Jpeg | Png | Gif | WebP | Bmp | Tiff | Avif | Heic | Svg => DataType::Image,
-            IsoBmff | QuickTime | Matroska | Avi => DataType::Video,
-            Wav | Aiff | Flac | Ogg | Mp3 | Adts => DataType::Audio,
-            Dicom => DataType::Dicom,
-            Pdf => DataType::Pdf,
-            Text => DataType::Text,
-        }
+        self.descriptor().data_type
     }
 
     /// The MIME type reported for the format; extractors may refine it (WebM, M4A).
     pub fn mime(self) -> &'static str {
-        use Format::*;
-        match self {
-            Jpeg => "image/jpeg",
-            Png => "image/png",
-            Gif => "image/gif",
-            WebP => "image/webp",
-            Bmp => "image/bmp",
-            Tiff => "image/tiff",
-            Avif => "image/avif",
-            Heic => "image/heic",
-            Svg => "image/svg+xml",
-            IsoBmff => "video/mp4",
-            QuickTime => "video/quicktime",
-            Matroska => "video/x-matroska",
-            Avi => "video/x-msvideo",
-            Wav => "audio/wav",
-            Aiff => "audio/aiff",
-            Flac => "audio/flac",
-            Ogg => "audio/ogg",
-            Mp3 => "audio/mpeg",
-            Adts => "audio/aac",
-            Dicom => "application/dicom",
-            Pdf => "application/pdf",
-            Text => "text/plain",
-        }
+        self.descriptor().mime
     }
+}
+
+impl Signature {
+    fn matches(&self, h: &[u8]) -> bool {
+        self.magic.iter().all(|&(off, sig)| h.get(off..off + sig.len()) == Some(sig))
+            && self.check.is_none_or(|check| check(h))
+    }
+}
+
+/// Every signature of the table, highest priority first (table order among equals).
+fn by_priority() -> &'static [(&'static Signature, Format)] {
+    static ORDER: OnceLock<Vec<(&'static Signature, Format)>> = OnceLock::new();
+    ORDER.get_or_init(|| {
+        let mut all: Vec<_> =
+            DESCRIPTORS.iter().flat_map(|d| d.signatures.iter().map(move |s| (s, d.format))).collect();
+        // A stable sort keeps table order among equal priorities.
+        all.sort_by_key(|(s, _)| std::cmp::Reverse(s.priority));
+        all
+    })
 }
 
 /// Identifies the container from the leading bytes of a file (up to [`SNIFF_LEN`]).
 /// `None` means no signature matched and the bytes do not look like text either.
 pub fn detect(head: &[u8]) -> Option<Format> {
-    binary_signature(head).or_else(|| looks_like_text(head).then(|| text_flavour(head)))
-}
-
-fn binary_signature(h: &[u8]) -> Option<Format> {
-    let at = |off: usize, sig: &[u8]| h.len() >= off + sig.len() && &h[off..off + sig.len()] == sig;
-
-    if at(0, b"\xFF\xD8\xFF") {
-        return Some(Format::Jpeg);
-    }
-    if at(0, b"\x89PNG\r\n\x1a\n") {
-        return Some(Format::Png);
-    }
-    if at(0, b"GIF87a") || at(0, b"GIF89a") {
-        return Some(Format::Gif);
-    }
-    if at(0, b"RIFF") && at(8, b"WEBP") {
-        return Some(Format::WebP);
-    }
-    if at(0, b"RIFF") && at(8, b"WAVE") || at(0, b"RF64") && at(8, b"WAVE") {
-        return Some(Format::Wav);
-    }
-    if at(0, b"RIFF") && (at(8, b"AVI ") || at(8, b"AVIX")) {
-        return Some(Format::Avi);
-    }
-    if at(0, b"FORM") && (at(8, b"AIFF") || at(8, b"AIFC")) {
-        return Some(Format::Aiff);
-    }
-    if at(0, b"BM") && h.len() >= 26 && bmp_header_plausible(h) {
-        return Some(Format::Bmp);
-    }
-    if at(0, b"II*\0") || at(0, b"MM\0*") || at(0, b"II+\0") || at(0, b"MM\0+") {
-        return Some(Format::Tiff);
-    }
-    if at(0, b"\x1A\x45\xDF\xA3") {
-        return Some(Format::Matroska);
-    }
-    if at(0, b"fLaC") {
-        return Some(Format::Flac);
-    }
-    if at(0, b"OggS") {
-        return Some(Format::Ogg);
-    }
-    // A preamble-less Part 10 file may keep the magic: "DICM" then group 0002.
-    if at(128, b"DICM") || at(0, b"DICM\x02\0") || dicom_without_preamble(h) {
-        return Some(Format::Dicom);
-    }
-    if let Some(f) = iso_bmff(h) {
-        return Some(f);
-    }
-    // A PDF header may follow up to 1 KiB of junk, as readers accept.
-    if h[..h.len().min(1024)].windows(5).any(|w| w == b"%PDF-") {
-        return Some(Format::Pdf);
-    }
-    if at(0, b"ID3") {
-        return Some(Format::Mp3);
-    }
-    if h.len() >= 4 && h[0] == 0xFF && h[1] & 0xF6 == 0xF0 {
-        return Some(Format::Adts);
-    }
-    if mpeg_audio_frame(h) {
-        return Some(Format::Mp3);
-    }
-    if is_svg(h) {
-        return Some(Format::Svg);
-    }
-    None
+    by_priority().iter().find(|(sig, _)| sig.matches(head)).map(|&(_, format)| format)
 }
 
 fn bmp_header_plausible(h: &[u8]) -> bool {
+    if h.len() < 26 {
+        return false;
+    }
     // DIB header size is one of the known BITMAPINFOHEADER variants.
     let dib = u32::from_le_bytes([h[14], h[15], h[16], h[17]]);
     matches!(dib, 12 | 40 | 52 | 56 | 64 | 108 | 124)
 }
 
-/// ISO BMFF: an `ftyp` box first, or a QuickTime file that starts straight with
-/// `moov`/`mdat`/`wide`/`free`/`skip` (old MOVs have no `ftyp`).
-fn iso_bmff(h: &[u8]) -> Option<Format> {
-    if h.len() < 12 {
-        return None;
+/// ISO BMFF with an `ftyp` box first: long enough to hold the major brand.
+fn ftyp_any(h: &[u8]) -> bool {
+    h.len() >= 12
+}
+
+/// The major brand and the compatible brands of a leading `ftyp` box.
+fn ftyp_brands(h: &[u8]) -> (&[u8], impl Iterator<Item = &[u8]>) {
+    let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let end = size.clamp(8, h.len());
+    let compat = if end > 16 { &h[16..end] } else { &[][..] };
+    (&h[8..12], compat.chunks_exact(4))
+}
+
+/// AVIF: `avif` or `avis` as the major or a compatible brand.
+fn ftyp_avif(h: &[u8]) -> bool {
+    if !ftyp_any(h) {
+        return false;
     }
-    let box_type = &h[4..8];
-    if box_type == b"ftyp" {
-        let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let end = size.clamp(8, h.len());
-        let major = &h[8..12];
-        let compat: Vec<&[u8]> = if end > 16 { h[16..end].chunks_exact(4).collect() } else { vec![] };
-        let has = |b: &[u8]| major == b || compat.contains(&b);
-        if has(b"avif") || has(b"avis") {
-            return Some(Format::Avif);
-        }
-        if ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"]
+    let (major, mut compat) = ftyp_brands(h);
+    let avif = |b: &[u8]| b == b"avif" || b == b"avis";
+    avif(major) || compat.any(avif)
+}
+
+/// HEIF: a HEIF major brand (compatible brands do not count: MP4s list `mif1` too).
+fn ftyp_heic(h: &[u8]) -> bool {
+    ftyp_any(h)
+        && ["heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"]
             .iter()
-            .any(|b| major == b.as_bytes())
-        {
-            return Some(Format::Heic);
-        }
-        if major == b"qt  " {
-            return Some(Format::QuickTime);
-        }
-        return Some(Format::IsoBmff);
+            .any(|b| &h[8..12] == b.as_bytes())
+}
+
+/// A QuickTime file that starts straight with `moov`/`mdat`/`wide`/`free`/`skip`/`pnot`
+/// (old MOVs have no `ftyp`), with a box size a real box can have.
+fn quicktime_without_ftyp(h: &[u8]) -> bool {
+    if h.len() < 12 || ![&b"moov"[..], b"mdat", b"wide", b"free", b"skip", b"pnot"].contains(&&h[4..8]) {
+        return false;
     }
-    if [&b"moov"[..], b"mdat", b"wide", b"free", b"skip", b"pnot"].contains(&box_type) {
-        let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-        // A real box has a size of 0 (to end), 1 (64-bit size follows) or at least 8.
-        if size == 0 || size == 1 || size >= 8 {
-            return Some(Format::QuickTime);
-        }
-    }
-    None
+    let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    // A real box has a size of 0 (to end), 1 (64-bit size follows) or at least 8.
+    size == 0 || size == 1 || size >= 8
+}
+
+/// `%PDF-` within the first KiB.
+fn pdf_header(h: &[u8]) -> bool {
+    h[..h.len().min(1024)].windows(5).any(|w| w == b"%PDF-")
+}
+
+/// An ADTS sync word: 12 set bits, then layer 0 (AAC).
+fn adts_sync(h: &[u8]) -> bool {
+    h.len() >= 4 && h[0] == 0xFF && h[1] & 0xF6 == 0xF0
 }
 
 /// Part 10 files without the 128-byte preamble start with a group 0002 (or, for bare
@@ -321,10 +587,6 @@ fn looks_like_text(h: &[u8]) -> bool {
     control * 100 <= h.len()
 }
 
-fn text_flavour(_h: &[u8]) -> Format {
-    Format::Text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +616,46 @@ mod tests {
         assert_eq!(detect(&with), Some(Format::Dicom));
         assert_eq!(detect(b"\x02\0\0\0UL\x04\0\xc4\0\0\0"), Some(Format::Dicom));
         assert_eq!(detect(b"DICM\x02\0\0\0UL\x04\0\xc4\0\0\0"), Some(Format::Dicom));
+    }
+
+    #[test]
+    fn dicm_at_128_outranks_a_tiff_header_at_0() {
+        // Dual-personality DICOM/TIFF: the preamble holds a TIFF header.
+        let mut dual = b"II*\0\x08\0\0\0".to_vec();
+        dual.resize(128, 0);
+        dual.extend_from_slice(b"DICM\x02\0\0\0UL\x04\0");
+        assert_eq!(detect(&dual), Some(Format::Dicom));
+        assert_eq!(detect(&dual[..128]), Some(Format::Tiff));
+    }
+
+    #[test]
+    fn every_format_has_one_descriptor() {
+        for (i, d) in DESCRIPTORS.iter().enumerate() {
+            let first = DESCRIPTORS.iter().position(|e| e.format == d.format).unwrap();
+            assert_eq!(first, i, "{:?} has two descriptors", d.format);
+            assert!(!d.signatures.is_empty(), "{:?} can never be detected", d.format);
+            assert!(d.extensions.iter().all(|e| *e == e.to_ascii_lowercase()), "{:?}", d.format);
+        }
+    }
+
+    #[test]
+    fn every_signature_fits_the_sniff_window() {
+        for d in DESCRIPTORS {
+            for s in d.signatures {
+                assert!(s.magic.iter().all(|(off, m)| off + m.len() <= SNIFF_LEN), "{:?}", d.format);
+                assert!(
+                    !s.magic.is_empty() || s.check.is_some(),
+                    "{:?} has a signature matching all",
+                    d.format
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn whole_file_readers_are_text_pdf_and_adts() {
+        let whole: Vec<Format> = DESCRIPTORS.iter().filter(|d| d.whole_file).map(|d| d.format).collect();
+        assert_eq!(whole, [Format::Adts, Format::Pdf, Format::Text]);
     }
 
     #[test]

@@ -252,14 +252,7 @@ fn probe_source(src: &Source, limits: &Limits) -> Result<AssetMetadata> {
 /// every answer passes the one plausibility check ([`Limits::plausibility`]): a value
 /// no real asset has is [`ProbeError::Corrupt`], whichever extractor read it.
 pub fn probe_format(src: &Source, format: Format, limits: &Limits) -> Result<AssetMetadata> {
-    let meta = match format.data_type() {
-        DataType::Image => image::probe(src, format, limits),
-        DataType::Video => video::probe(src, format, limits),
-        DataType::Audio => audio::probe(src, format, limits),
-        DataType::Text => text::probe(src, format, limits),
-        DataType::Dicom => dicom::probe(src, format, limits),
-        DataType::Pdf => pdf::probe(src, format, limits),
-    }?;
+    let meta = (format.descriptor().extract)(src, format, limits)?;
     plausible::check(meta, &limits.plausibility)
 }
 

@@ -357,13 +357,14 @@ impl<R: Read + Seek> Seek for WalkReader<R> {
     }
 }
 
-/// The formats whose extractor reads the whole file whatever it holds: text (every
-/// character is counted), PDF (lopdf parses from memory) and raw ADTS (its duration is
-/// a walk over every frame). A ranged fetch of these gets the rest at the first miss.
-/// MP3 is not listed: with a Xing/VBRI header it needs the first frame and the tail;
-/// without one the walk asks for successive ranges and [`next_fetch`] widens them.
+/// The formats whose extractor reads the whole file whatever it holds, as their
+/// descriptor says (`whole_file`): text (every character is counted), PDF (lopdf parses
+/// from memory) and raw ADTS (its duration is a walk over every frame). A ranged fetch
+/// of these gets the rest at the first miss. MP3 is not one: with a Xing/VBRI header it
+/// needs the first frame and the tail; without one the walk asks for successive ranges
+/// and [`next_fetch`] widens them.
 pub fn needs_whole_file(format: Format) -> bool {
-    matches!(format, Format::Text | Format::Pdf | Format::Adts)
+    format.descriptor().whole_file
 }
 
 /// What a partial probe still needs: at least `len` bytes from `offset`. `whole_file`

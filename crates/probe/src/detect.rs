@@ -27,6 +27,20 @@ pub enum Format {
     Avif,
     Heic,
     Svg,
+    /// JPEG 2000: the `.jp2` box structure or a raw codestream.
+    Jpeg2000,
+    /// JPEG XL: a bare codestream or the ISOBMFF-style container.
+    JpegXl,
+    /// ICO and CUR.
+    Ico,
+    /// PBM, PGM, PPM (plain and raw) and PAM.
+    Pnm,
+    Tga,
+    Qoi,
+    RadianceHdr,
+    OpenExr,
+    /// PSD and PSB.
+    Psd,
     /// ISO base media (MP4, MOV, M4A, 3GP); audio-only files are told apart by the
     /// video module from their tracks, the `ftyp` brand is only a hint.
     IsoBmff,
@@ -119,6 +133,9 @@ const P_ID3: u8 = 54;
 const P_ADTS: u8 = 52;
 const P_MPEG_FRAMES: u8 = 50;
 const P_SVG: u8 = 48;
+/// TGA has no magic: a header of legal values, below every other binary signature (the
+/// extractor still wants the TGA 2.0 footer or a `.tga` name).
+const P_TGA: u8 = 40;
 /// Text is what is left when nothing binary matched.
 const P_TEXT: u8 = 0;
 
@@ -226,6 +243,100 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         mime: "image/svg+xml",
         data_type: DataType::Image,
         extensions: &["svg"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    // Issue 11 images: each walker reads its header only (crate::image::<module>).
+    Descriptor {
+        format: Format::Jpeg2000,
+        signatures: &[
+            magic(P_MAGIC, &[(0, crate::image::jp2::JP2_SIGNATURE)]),
+            magic(P_MAGIC, &[(0, crate::image::jp2::J2K_SIGNATURE)]),
+        ],
+        mime: "image/jp2",
+        data_type: DataType::Image,
+        extensions: &["jp2", "jpx", "jpf", "j2k", "j2c", "jpc"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::JpegXl,
+        signatures: &[
+            magic(P_MAGIC, &[(0, crate::image::jxl::CODESTREAM_SIGNATURE)]),
+            magic(P_MAGIC, &[(0, crate::image::jxl::CONTAINER_SIGNATURE)]),
+        ],
+        mime: "image/jxl",
+        data_type: DataType::Image,
+        extensions: &["jxl"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Ico,
+        signatures: &[
+            checked(P_MAGIC, &[(0, crate::image::ico::ICO_SIGNATURE)], crate::image::ico::sniff),
+            checked(P_MAGIC, &[(0, crate::image::ico::CUR_SIGNATURE)], crate::image::ico::sniff),
+        ],
+        mime: "image/x-icon",
+        data_type: DataType::Image,
+        extensions: &["ico", "cur"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Pnm,
+        // P1-P3 are ASCII: the header check outranks text.
+        signatures: &[checked(P_MAGIC, &[(0, b"P")], crate::image::pnm::sniff)],
+        mime: "image/x-portable-anymap",
+        data_type: DataType::Image,
+        extensions: &["pnm", "pbm", "pgm", "ppm", "pam"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Qoi,
+        signatures: &[magic(P_MAGIC, &[(0, crate::image::qoi::SIGNATURE)])],
+        mime: "image/qoi",
+        data_type: DataType::Image,
+        extensions: &["qoi"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::RadianceHdr,
+        signatures: &[checked(P_MAGIC, &[(0, b"#?")], crate::image::hdr::sniff)],
+        mime: "image/vnd.radiance",
+        data_type: DataType::Image,
+        extensions: &["hdr", "pic", "rgbe"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::OpenExr,
+        signatures: &[magic(P_MAGIC, &[(0, crate::image::exr::SIGNATURE)])],
+        mime: "image/x-exr",
+        data_type: DataType::Image,
+        extensions: &["exr"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Psd,
+        signatures: &[checked(P_MAGIC, &[(0, crate::image::psd::SIGNATURE)], crate::image::psd::sniff)],
+        mime: "image/vnd.adobe.photoshop",
+        data_type: DataType::Image,
+        extensions: &["psd", "psb"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::Tga,
+        // No magic: a legal header at the weakest binary level, and the extractor
+        // still wants the TGA 2.0 footer or a .tga name (image::tga::confirm).
+        signatures: &[checked(P_TGA, &[], crate::image::tga::sniff)],
+        mime: "image/x-tga",
+        data_type: DataType::Image,
+        extensions: &["tga", "icb", "vda", "vst"],
         whole_file: false,
         extract: crate::image::probe,
     },

@@ -334,3 +334,46 @@ fn a_20_mb_transport_stream_costs_under_1_percent_from_its_prefix_and_suffix() {
     assert_eq!(r.requests, 2, "prefix, then the suffix");
     assert!(r.fetched * 100 <= padded.len() as u64, "fetched {} of {} bytes", r.fetched, padded.len());
 }
+
+/// Issue 11's image formats are read header-first: each fixture grown to 16 MiB (zeros
+/// in front of the bytes a format checks at its end: EOC, the QOI end marker, the TGA
+/// footer) gives the same answer ranged as whole, and the ranged probe fetches under
+/// 1% of it: the 64 KiB prefix and, for the formats with an end check, a small tail.
+#[test]
+fn the_issue_11_image_formats_cost_under_1_percent_of_a_16_mb_file() {
+    const PAD: u64 = 16 << 20;
+    let cases: [(&str, usize); 12] = [
+        ("image/jp2-basic.jp2", 0),
+        ("image/j2k-codestream.j2k", 2),
+        ("image/jxl-container.jxl", 0),
+        ("image/ico-multi.ico", 0),
+        ("image/pnm-p6-comment.ppm", 0),
+        ("image/pam-rgba.pam", 0),
+        ("image/tga-footer.tga", 26),
+        ("image/qoi-rgb.qoi", 8),
+        ("image/hdr-basic.hdr", 0),
+        ("image/exr-scanline.exr", 0),
+        ("image/psd-layers.psd", 0),
+        ("image/dng-basic.dng", 0),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, tail) in cases {
+        let original = fs::read(assets_dir().join(name)).unwrap();
+        let (head, end) = original.split_at(original.len() - tail);
+        // A sparse file: the head, a hole of zeros, the checked tail at the very end.
+        let path = dir.path().join(Path::new(name).file_name().unwrap());
+        let mut f = File::create(&path).unwrap();
+        f.write_all(head).unwrap();
+        f.set_len(head.len() as u64 + PAD).unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        f.write_all(end).unwrap();
+        drop(f);
+        let size = fs::metadata(&path).unwrap().len();
+        let r = check_identical(&path, FetchPolicy::default(), 8);
+        let whole = probe(&assets_dir().join(name), &Limits::default()).unwrap();
+        let meta = r.result.unwrap_or_else(|e| panic!("{name} grown: {e}"));
+        assert_eq!((meta.width, meta.height), (whole.width, whole.height), "{name}");
+        assert!(r.fetched * 100 <= size, "{name}: fetched {} of {size} bytes", r.fetched);
+        println!("{name:32} {size:>9} B  fetched {:>6} B in {} requests", r.fetched, r.requests);
+    }
+}

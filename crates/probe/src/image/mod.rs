@@ -3,11 +3,21 @@
 //! read what it does not (frame counts, EXIF blobs, TIFF pages, HEIF boxes, SVG root).
 
 mod bmp;
+pub(crate) mod exr;
 mod gif;
+pub(crate) mod hdr;
 mod heif;
+pub(crate) mod ico;
+pub(crate) mod jp2;
 mod jpeg;
+pub(crate) mod jxl;
 mod png;
+pub(crate) mod pnm;
+pub(crate) mod psd;
+pub(crate) mod qoi;
+mod raw;
 mod svg;
+pub(crate) mod tga;
 mod tiff;
 mod webp;
 
@@ -68,6 +78,13 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
             let dims = dimensions(src.reader()?, image::ImageFormat::Bmp, "BMP", limits)?;
             (Some(dims), Extra::default())
         }
+        // Camera raw is TIFF-structured: its IFD0 is often a thumbnail, so the raw
+        // walker picks the full-resolution IFD instead of the `tiff` crate's IFD0.
+        Format::Tiff if raw::sniff(src.head()).is_some() => {
+            meta.mime = raw::sniff(src.head()).unwrap_or("image/tiff").to_string();
+            let extra = raw::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
         Format::Tiff => {
             let extra = tiff::walk(&mut walk_reader(src)?, src.size(), limits)?;
             let dims = dimensions(src.reader()?, image::ImageFormat::Tiff, "TIFF", limits);
@@ -90,6 +107,56 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
                 meta.height = Some(h);
             }
             (None, Extra::default())
+        }
+        Format::Jpeg2000 => {
+            let mut r = walk_reader(src)?;
+            let extra = if src.head().starts_with(jp2::J2K_SIGNATURE) {
+                meta.mime = "image/x-j2c".into();
+                jp2::walk_j2k(&mut r, src.size())?
+            } else {
+                jp2::walk_jp2(&mut r, src.size(), limits)?
+            };
+            (extra.stored, extra)
+        }
+        Format::JpegXl => {
+            // Decoders apply the codestream's orientation: it swaps like EXIF's.
+            let extra = jxl::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::Ico => {
+            if src.head().starts_with(ico::CUR_SIGNATURE) {
+                meta.mime = "image/x-cursor".into();
+            }
+            let extra = ico::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::Pnm => {
+            meta.mime = pnm::mime(src.head()).into();
+            let extra = pnm::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::Tga => {
+            let mut r = walk_reader(src)?;
+            tga::confirm(&mut r, src.size(), src.path())?;
+            r.seek(SeekFrom::Start(0))?;
+            let extra = tga::walk(&mut r, src.size())?;
+            (extra.stored, extra)
+        }
+        Format::Qoi => {
+            let extra = qoi::walk(&mut walk_reader(src)?, src.size())?;
+            (extra.stored, extra)
+        }
+        Format::RadianceHdr => {
+            let extra = hdr::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::OpenExr => {
+            let extra = exr::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::Psd => {
+            let extra = psd::walk(&mut walk_reader(src)?, src.size())?;
+            (extra.stored, extra)
         }
         other => return Err(ProbeError::unsupported(format!("{other:?} is not an image format"))),
     };
@@ -403,12 +470,16 @@ mod tests {
         crate::probe_in_place(f.path(), &Limits::default())
     }
 
-    /// Formats with an end marker (EOI, IEND, trailer, RIFF size) must call every cut
-    /// file an error; the others must at least answer without panicking.
+    /// Formats with an end marker or a length to check (EOI, IEND, trailer, RIFF size,
+    /// EOC, QOI's end marker, ICO entries, a DNG's last strip) must call every cut file
+    /// an error; the others must at least answer without panicking.
     #[test]
     fn every_prefix_of_every_fixture_answers_without_panic() {
         for (name, bytes) in image_fixtures() {
-            let has_end_marker = [".jpg", ".png", ".gif", ".webp", ".bmp"].iter().any(|e| name.ends_with(e));
+            let has_end_marker =
+                [".jpg", ".png", ".gif", ".webp", ".bmp", ".jp2", ".j2k", ".qoi", ".ico", ".cur", ".dng"]
+                    .iter()
+                    .any(|e| name.ends_with(e));
             let step = (bytes.len() / 300).max(1);
             for cut in (0..bytes.len()).step_by(step) {
                 let result = probe_bytes(&bytes[..cut]);
@@ -450,5 +521,53 @@ mod tests {
         let mut r = Cursor::new(vec![1u8, 2, 3]);
         let err = read_vec(&mut r, 10, "PNG", "a chunk").unwrap_err();
         assert_eq!(err.code().as_str(), "truncated");
+    }
+}
+
+#[cfg(test)]
+mod issue_11_detection {
+    use crate::detect::{Format, detect};
+
+    fn head(name: &str) -> Vec<u8> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/assets/image").join(name);
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.truncate(crate::detect::SNIFF_LEN);
+        bytes
+    }
+
+    #[test]
+    fn each_fixture_is_detected_as_its_format() {
+        for (name, format) in [
+            ("jp2-basic.jp2", Format::Jpeg2000),
+            ("j2k-codestream.j2k", Format::Jpeg2000),
+            ("jxl-codestream.jxl", Format::JpegXl),
+            ("jxl-container.jxl", Format::JpegXl),
+            ("ico-multi.ico", Format::Ico),
+            ("cur-basic.cur", Format::Ico),
+            ("pnm-p1.pbm", Format::Pnm),
+            ("pnm-p3.ppm", Format::Pnm),
+            ("pnm-p6-comment.ppm", Format::Pnm),
+            ("pam-rgba.pam", Format::Pnm),
+            ("tga-uncompressed.tga", Format::Tga),
+            ("tga-footer-rle.tga", Format::Tga),
+            ("qoi-rgb.qoi", Format::Qoi),
+            ("hdr-basic.hdr", Format::RadianceHdr),
+            ("exr-tiled.exr", Format::OpenExr),
+            ("psb-basic.psb", Format::Psd),
+            ("dng-basic.dng", Format::Tiff),
+        ] {
+            assert_eq!(detect(&head(name)), Some(format), "{name}");
+        }
+    }
+
+    #[test]
+    fn weak_signatures_do_not_take_text_or_binary_they_do_not_own() {
+        assert_eq!(detect(b"P1 agenda for monday\n"), Some(Format::Text));
+        assert_eq!(detect(b"#?this is a note\n"), Some(Format::Text));
+        // Not a legal TGA header (image type 4), and NULs: nothing.
+        assert_eq!(detect(&[0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 65, 0, 33, 0, 24, 0, 1, 2]), None);
+        // An icon directory whose first entry points into the directory.
+        assert_eq!(detect(&[0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0, 32, 0, 9, 0, 0, 0, 6, 0, 0, 0]), None);
     }
 }

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub dead_letters: Family<ReasonLabels, Counter>,
     pub temp_delete_failures: Counter,
     pub broker_connected: Gauge,
+    /// Connections to the broker after the first (a node lost, a connection closed).
+    pub broker_reconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -138,6 +140,12 @@ impl Metrics {
         );
         let broker_connected = Gauge::default();
         registry.register("broker_connected", "1 while connected to RabbitMQ", broker_connected.clone());
+        let broker_reconnects = Counter::default();
+        registry.register(
+            "broker_reconnects",
+            "Connections to RabbitMQ opened after the first (failovers included)",
+            broker_reconnects.clone(),
+        );
         Metrics {
             registry,
             jobs,
@@ -155,6 +163,7 @@ impl Metrics {
             dead_letters,
             temp_delete_failures,
             broker_connected,
+            broker_reconnects,
         }
     }
 

@@ -53,6 +53,14 @@ pub async fn serve(
 
 async fn metrics_handler(State(ops): State<Ops>) -> impl IntoResponse {
     ops.metrics.broker_connected.set(i64::from(ops.broker.is_connected()));
+    {
+        // The consumer counts; the counter catches up at each scrape (one at a time, so
+        // two concurrent scrapes cannot both add the same difference).
+        static CATCH_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CATCH_UP.lock().unwrap_or_else(|e| e.into_inner());
+        let behind = ops.broker.reconnects().saturating_sub(ops.metrics.broker_reconnects.get());
+        ops.metrics.broker_reconnects.inc_by(behind);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         ops.metrics.encode(),

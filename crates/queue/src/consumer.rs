@@ -301,16 +301,24 @@ struct Session {
     conn: Connection,
     channel: Channel,
     stream: lapin::Consumer,
+    /// Which of the broker's addresses it is connected to.
+    index: usize,
 }
 
-/// Consumes the jobs queue; reconnects with backoff whenever the connection drops.
-/// Deliveries that were in flight on a dropped connection return to the queue at the
-/// broker, and settling their envelopes fails harmlessly.
+/// Consumes the jobs queue; reconnects with backoff whenever the connection drops,
+/// trying the broker's other addresses first (a cluster node that died stays down for a
+/// while). Deliveries that were in flight on a dropped connection return to the queue
+/// at the broker, and settling their envelopes fails harmlessly.
 pub struct Consumer {
     cfg: QueueConfig,
     settings: Arc<Settings>,
     session: Option<Session>,
     health: BrokerHealth,
+    /// The address a round of connection attempts begins with: the first one at start,
+    /// then the one after the address whose connection was lost.
+    next_address: usize,
+    /// Sessions opened so far; every one after the first is a reconnection.
+    sessions: u64,
 }
 
 impl Consumer {
@@ -318,14 +326,23 @@ impl Consumer {
     /// retried with backoff for `patience` (brokers start slower than workers), after
     /// which the error is returned; a wrong URL fails at once.
     pub async fn connect(cfg: QueueConfig, patience: Duration) -> Result<Consumer, QueueError> {
-        cfg.uri()?;
+        if cfg.urls.is_empty() {
+            return Err(QueueError::InvalidUrl("no broker address".to_string()));
+        }
         let settings = Arc::new(Settings {
             topology: cfg.topology.clone(),
             max_attempts: cfg.max_attempts.max(1),
             retry_backoff: cfg.retry_backoff,
             job_limits: cfg.job_limits,
         });
-        let mut consumer = Consumer { cfg, settings, session: None, health: BrokerHealth::default() };
+        let mut consumer = Consumer {
+            cfg,
+            settings,
+            session: None,
+            health: BrokerHealth::default(),
+            next_address: 0,
+            sessions: 0,
+        };
         let deadline = tokio::time::Instant::now() + patience;
         let mut failures = 0;
         loop {
@@ -347,8 +364,9 @@ impl Consumer {
         self.health.clone()
     }
 
+    /// One round over the addresses; on success the session is consuming.
     async fn open(&mut self) -> Result<(), QueueError> {
-        let (conn, channel) = connect::open(&self.cfg).await?;
+        let (conn, channel, index) = connect::open(&self.cfg, self.next_address).await?;
         let session = async {
             channel
                 .basic_qos(self.cfg.prefetch.max(1), BasicQosOptions::default())
@@ -372,13 +390,25 @@ impl Consumer {
         .await;
         match session {
             Ok(stream) => {
-                self.session = Some(Session { conn, channel, stream });
+                self.session = Some(Session { conn, channel, stream, index });
+                self.next_address = index;
+                self.sessions += 1;
                 self.health.set(true);
-                tracing::info!(broker = %self.cfg.redacted_url(), queue = %self.cfg.topology.jobs_queue, prefetch = self.cfg.prefetch, "consuming");
+                let broker = self.cfg.urls.host(index);
+                let queue = &self.cfg.topology.jobs_queue;
+                if self.sessions == 1 {
+                    tracing::info!(broker = %broker, queue = %queue, prefetch = self.cfg.prefetch, "consuming");
+                } else {
+                    let reconnects = self.health.count_reconnect();
+                    tracing::info!(broker = %broker, queue = %queue, reconnects, "reconnected to the broker; consuming again");
+                }
                 Ok(())
             }
             Err(err) => {
                 let _ = conn.close(320, "setup failed").await;
+                // The node took the connection but not the subscription (a queue
+                // without a leader yet): the next round starts elsewhere.
+                self.next_address = index + 1;
                 Err(err)
             }
         }
@@ -409,11 +439,11 @@ impl Consumer {
                     return Envelope::new(delivery, session.channel.clone(), self.settings.clone());
                 }
                 Some(Err(err)) => {
-                    tracing::warn!(broker = %self.cfg.redacted_url(), error = %err, "broker connection lost; unacked jobs return to the queue");
+                    tracing::warn!(broker = %self.cfg.urls.host(session.index), error = %err, "broker connection lost; unacked jobs return to the queue");
                     self.drop_session();
                 }
                 None => {
-                    tracing::warn!(broker = %self.cfg.redacted_url(), "the broker cancelled our consumer; resubscribing");
+                    tracing::warn!(broker = %self.cfg.urls.host(session.index), "the broker cancelled our consumer; resubscribing");
                     self.drop_session();
                 }
             }
@@ -423,6 +453,8 @@ impl Consumer {
     fn drop_session(&mut self) {
         self.health.set(false);
         if let Some(old) = self.session.take() {
+            // The node that dropped us is the last one to try again.
+            self.next_address = old.index + 1;
             // Closing is a courtesy; the connection is usually dead already.
             tokio::spawn(async move {
                 let _ = old.conn.close(320, "reconnecting").await;

@@ -19,6 +19,9 @@ pub enum QueueError {
     NotConfirmed { routing_key: String, why: &'static str },
     #[error("cannot encode the message: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The address took longer than `connect_timeout` to connect and declare.
+    #[error("the broker at {host} did not answer within {after:?}")]
+    ConnectTimeout { host: String, after: std::time::Duration },
 }
 
 impl QueueError {
@@ -26,6 +29,7 @@ impl QueueError {
         match self {
             QueueError::InvalidUrl(_) => ErrorCode::InvalidJob,
             QueueError::Encode(_) => ErrorCode::Internal,
+            QueueError::ConnectTimeout { .. } => ErrorCode::Timeout,
             QueueError::Connect { .. }
             | QueueError::Declare { .. }
             | QueueError::Channel { .. }
@@ -39,7 +43,10 @@ impl QueueError {
         match self {
             QueueError::InvalidUrl(_) | QueueError::Encode(_) => false,
             QueueError::Declare { source, .. } => !matches!(source, lapin::Error::ProtocolError(_)),
-            QueueError::Connect { .. } | QueueError::Channel { .. } | QueueError::NotConfirmed { .. } => true,
+            QueueError::Connect { .. }
+            | QueueError::ConnectTimeout { .. }
+            | QueueError::Channel { .. }
+            | QueueError::NotConfirmed { .. } => true,
         }
     }
 }

@@ -9,12 +9,12 @@ mod publisher;
 pub mod settle;
 mod topology;
 
-pub use connect::{Backoff, BrokerHealth, QueueConfig};
+pub use connect::{Backoff, BrokerHealth, BrokerUrls, QueueConfig};
 pub use consumer::{Consumer, Envelope, Outcome, Resume, Settled};
 pub use error::QueueError;
 pub use publisher::Publisher;
 pub use settle::Progress;
-pub use topology::{Topology, header_str, header_u32, headers};
+pub use topology::{QueueType, Topology, header_str, header_u32, headers};
 
 /// Re-exported so callers can build job payloads and read envelopes without naming
 /// the schema crate twice.

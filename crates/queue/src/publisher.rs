@@ -16,10 +16,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects, declares the topology (so a job published before any worker started
-    /// is not dropped) and enables confirms.
+    /// Connects to the first broker address that answers (one round over the list),
+    /// declares the topology (so a job published before any worker started is not
+    /// dropped) and enables confirms.
     pub async fn connect(cfg: &QueueConfig) -> Result<Publisher, QueueError> {
-        let (conn, channel) = connect::open(cfg).await?;
+        let (conn, channel, _) = connect::open(cfg, 0).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await

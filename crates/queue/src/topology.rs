@@ -1,6 +1,12 @@
 //! The exchanges and queues one deployment uses, declared idempotently by every
 //! replica at connect: jobs arrive on a quorum queue, retries wait in a delay queue that
 //! dead-letters back to it, and what cannot be done lands in a dead-letter queue.
+//!
+//! The jobs and dead-letter queues have always been quorum queues. The retry queue was a
+//! classic queue, and RabbitMQ refuses to redeclare a queue with another type
+//! (PRECONDITION_FAILED), so its type is a setting ([`QueueType`]): classic by default,
+//! for existing deployments; quorum for a cluster, where a classic queue lives on one
+//! node and is unusable — undeclarable even — while that node is down.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -30,6 +36,29 @@ pub mod headers {
     pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 }
 
+/// The type of a queue whose type is a deployment's choice (the retry queue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// One node holds it; what existing single-node deployments declared.
+    #[default]
+    Classic,
+    /// Replicated on a majority of the cluster's nodes (RabbitMQ 3.10 or later, for
+    /// message TTL and at-least-once dead-lettering).
+    Quorum,
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(format!("expected classic or quorum, got {other:?}")),
+        }
+    }
+}
+
 /// Names and limits of the broker objects; defaults match the AsyncAPI document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -45,6 +74,9 @@ pub struct Topology {
     /// Deliveries of one message (crashes and requeues included) after which the broker
     /// itself dead-letters it: the guard against a message that kills every worker.
     pub delivery_limit: u32,
+    /// Type of `retry_queue`; changing it for an existing queue needs the queue
+    /// deleted (drained) first.
+    pub retry_queue_type: QueueType,
 }
 
 impl Default for Topology {
@@ -63,6 +95,7 @@ impl Topology {
             retry_queue: format!("{prefix}.retry"),
             dead_letter_queue: format!("{prefix}.dlq"),
             delivery_limit: 20,
+            retry_queue_type: QueueType::default(),
         }
     }
 
@@ -104,18 +137,34 @@ impl Topology {
             .await
             .map_err(|source| declare_err("binding", &self.jobs_queue, source))?;
 
-        // A classic queue: per-message TTL (the backoff) then dead-letter straight to the
-        // jobs queue through the default exchange, so other bindings never see retries.
-        // Expiry happens at the head of the queue, so a short delay queued behind a long
-        // one waits for it: delays are "at least", bounded by the backoff's maximum.
-        let mut retry = FieldTable::default();
-        retry.insert("x-dead-letter-exchange".into(), string(""));
-        retry.insert("x-dead-letter-routing-key".into(), string(&self.jobs_queue));
+        // Per-message TTL (the backoff) then dead-letter straight to the jobs queue
+        // through the default exchange, so other bindings never see retries. Expiry
+        // happens at the head of the queue, so a short delay queued behind a long one
+        // waits for it: delays are "at least", bounded by the backoff's maximum.
+        let retry = self.retry_arguments();
         channel
             .queue_declare(&self.retry_queue, queue_opts, retry)
             .await
             .map_err(|source| declare_err("queue", &self.retry_queue, source))?;
         Ok(())
+    }
+}
+
+impl Topology {
+    /// Arguments of the retry queue. As a quorum queue it dead-letters at least once
+    /// (RabbitMQ's default for quorum queues is at most once, which could drop a job
+    /// whose delay expires while the jobs queue has no leader); that strategy needs
+    /// `reject-publish` overflow.
+    fn retry_arguments(&self) -> FieldTable {
+        let mut retry = FieldTable::default();
+        retry.insert("x-dead-letter-exchange".into(), string(""));
+        retry.insert("x-dead-letter-routing-key".into(), string(&self.jobs_queue));
+        if self.retry_queue_type == QueueType::Quorum {
+            retry.insert("x-queue-type".into(), string("quorum"));
+            retry.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+            retry.insert("x-overflow".into(), string("reject-publish"));
+        }
+        retry
     }
 }
 
@@ -165,6 +214,28 @@ mod tests {
         assert_eq!(t.jobs_queue, "asset-import.jobs");
         assert_eq!(t.retry_queue, "asset-import.retry");
         assert_eq!(t.dead_letter_queue, "asset-import.dlq");
+    }
+
+    #[test]
+    fn the_retry_queue_stays_classic_unless_quorum_is_chosen() {
+        let t = Topology::default();
+        assert_eq!(t.retry_queue_type, QueueType::Classic);
+        let classic = t.retry_arguments();
+        assert_eq!(
+            header_str(Some(&classic), "x-queue-type"),
+            None,
+            "existing deployments redeclare as before"
+        );
+        assert_eq!(
+            header_str(Some(&classic), "x-dead-letter-routing-key").as_deref(),
+            Some("asset-import.jobs")
+        );
+        let q = Topology { retry_queue_type: QueueType::Quorum, ..Topology::default() }.retry_arguments();
+        assert_eq!(header_str(Some(&q), "x-queue-type").as_deref(), Some("quorum"));
+        assert_eq!(header_str(Some(&q), "x-dead-letter-strategy").as_deref(), Some("at-least-once"));
+        assert_eq!(header_str(Some(&q), "x-overflow").as_deref(), Some("reject-publish"));
+        assert_eq!("quorum".parse::<QueueType>(), Ok(QueueType::Quorum));
+        assert!("mirrored".parse::<QueueType>().is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! AMQP sink: publishes one `asset-metadata/v1` message per asset and one
 //! `job-completed/v1` per job to the results exchange, persistent, and waits for the
 //! broker's publisher confirm, so a write that returns `Ok` is on the broker.
-//! A lost connection is reopened on the next write.
+//! A lost connection is reopened on the next write, at the broker's next address when
+//! it has several (a cluster): the pipeline pauses and retries while no node answers.
 
 use std::time::Duration;
 
+use asset_queue::BrokerUrls;
 use asset_schemas::{AssetResult, JobCompleted};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
@@ -28,6 +30,8 @@ const PERSISTENT: u8 = 2;
 struct Link {
     conn: Connection,
     channel: Channel,
+    /// Which of the broker's addresses it is connected to.
+    index: usize,
 }
 
 impl Link {
@@ -38,9 +42,10 @@ impl Link {
 
 /// Publishes results to a durable topic exchange with publisher confirms.
 pub struct AmqpSink {
-    url: String,
+    urls: BrokerUrls,
     exchange: String,
-    link: Mutex<Option<Link>>,
+    /// The link, and the address the next connection tries first.
+    link: Mutex<(Option<Link>, usize)>,
 }
 
 impl std::fmt::Debug for AmqpSink {
@@ -51,17 +56,16 @@ impl std::fmt::Debug for AmqpSink {
 }
 
 impl AmqpSink {
-    /// Connects, enables publisher confirms and declares `exchange` (durable topic).
+    /// Connects to the first of the broker's addresses that answers (`amqp_url` is one
+    /// URL or a comma list), enables publisher confirms and declares `exchange`
+    /// (durable topic).
     pub async fn connect(amqp_url: &str, exchange: &str) -> Result<Self, SinkError> {
         if exchange.is_empty() {
             return Err(SinkError::Config("the results exchange name is empty".into()));
         }
-        let link = open(amqp_url, exchange).await?;
-        Ok(AmqpSink {
-            url: amqp_url.to_string(),
-            exchange: exchange.to_string(),
-            link: Mutex::new(Some(link)),
-        })
+        let urls = BrokerUrls::parse(amqp_url).map_err(|e| SinkError::Config(format!("AMQP_URL: {e}")))?;
+        let link = open(&urls, 0, exchange).await?;
+        Ok(AmqpSink { urls, exchange: exchange.to_string(), link: Mutex::new((Some(link), 0)) })
     }
 
     pub fn exchange(&self) -> &str {
@@ -85,7 +89,8 @@ impl AmqpSink {
         // from concurrent assets share the round trip to the broker.
         let confirm = {
             let mut guard = self.link.lock().await;
-            let link = reopen(&self.url, &self.exchange, guard.take()).await?;
+            let (old, next) = &mut *guard;
+            let link = reopen(&self.urls, next, &self.exchange, old.take()).await?;
             let published = link
                 .channel
                 .basic_publish(
@@ -98,12 +103,12 @@ impl AmqpSink {
                 .await;
             match published {
                 Ok(confirm) => {
-                    *guard = Some(link);
+                    *old = Some(link);
                     confirm
                 }
                 Err(source) => {
                     // The next write sees the closed channel and replaces it.
-                    *guard = Some(link);
+                    *old = Some(link);
                     return Err(SinkError::Amqp { op: "basic.publish", source });
                 }
             }
@@ -117,7 +122,27 @@ impl AmqpSink {
     }
 }
 
-async fn open(url: &str, exchange: &str) -> Result<Link, SinkError> {
+/// One round over the broker's addresses from `start`; the first that connects wins.
+async fn open(urls: &BrokerUrls, start: usize, exchange: &str) -> Result<Link, SinkError> {
+    let mut last = None;
+    for index in urls.rotation(start) {
+        match open_at(urls.secret(index), exchange).await {
+            Ok((conn, channel)) => {
+                tracing::info!(broker = %urls.host(index), exchange, "results sink connected");
+                return Ok(Link { conn, channel, index });
+            }
+            Err(err) => {
+                if urls.len() > 1 {
+                    tracing::warn!(broker = %urls.host(index), error = %err, "results sink: broker address not usable; trying the next");
+                }
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| SinkError::Config("no broker address".into())))
+}
+
+async fn open_at(url: &str, exchange: &str) -> Result<(Connection, Channel), SinkError> {
     let props = ConnectionProperties::default()
         .with_connection_name("metadata-worker results".into())
         .with_executor(tokio_executor_trait::Tokio::current())
@@ -127,24 +152,46 @@ async fn open(url: &str, exchange: &str) -> Result<Link, SinkError> {
         Ok(Err(source)) => return Err(SinkError::Connect { sink: SINK, source: Box::new(source) }),
         Err(elapsed) => return Err(SinkError::Connect { sink: SINK, source: Box::new(elapsed) }),
     };
-    let channel = open_channel(&conn, exchange).await?;
-    Ok(Link { conn, channel })
+    match open_channel(&conn, exchange).await {
+        Ok(channel) => Ok((conn, channel)),
+        Err(e) => {
+            let _ = conn.close(200, "setup failed").await;
+            Err(e)
+        }
+    }
 }
 
 /// The link as it is when it is up; a new channel when only the channel was closed (the
-/// broker closes a channel on e.g. a missing exchange); otherwise a new connection.
-async fn reopen(url: &str, exchange: &str, old: Option<Link>) -> Result<Link, SinkError> {
+/// broker closes a channel on e.g. a missing exchange); otherwise a new connection,
+/// tried first at the address after the lost one's.
+async fn reopen(
+    urls: &BrokerUrls,
+    next: &mut usize,
+    exchange: &str,
+    old: Option<Link>,
+) -> Result<Link, SinkError> {
     match old {
         Some(link) if link.is_up() => Ok(link),
         Some(link) if link.conn.status().connected() => match open_channel(&link.conn, exchange).await {
-            Ok(channel) => Ok(Link { conn: link.conn, channel }),
+            Ok(channel) => Ok(Link { conn: link.conn, channel, index: link.index }),
             Err(e) => {
                 // Start clean next time rather than keep a connection that refuses channels.
                 let _ = link.conn.close(200, "reopening").await;
+                *next = link.index + 1;
                 Err(e)
             }
         },
-        _ => open(url, exchange).await,
+        Some(link) => {
+            *next = link.index + 1;
+            let new = open(urls, *next, exchange).await?;
+            *next = new.index;
+            Ok(new)
+        }
+        None => {
+            let new = open(urls, *next, exchange).await?;
+            *next = new.index;
+            Ok(new)
+        }
     }
 }
 
@@ -185,12 +232,13 @@ impl MetadataSink for AmqpSink {
     /// Reports the link, reopening it first if it dropped while idle.
     async fn ready(&self) -> bool {
         let mut guard = self.link.lock().await;
-        if guard.as_ref().is_some_and(Link::is_up) {
+        let (old, next) = &mut *guard;
+        if old.as_ref().is_some_and(Link::is_up) {
             return true;
         }
-        match reopen(&self.url, &self.exchange, guard.take()).await {
+        match reopen(&self.urls, next, &self.exchange, old.take()).await {
             Ok(link) => {
-                *guard = Some(link);
+                *old = Some(link);
                 true
             }
             Err(_) => false,

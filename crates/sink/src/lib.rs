@@ -151,6 +151,7 @@ impl MetadataSink for FanOut {
 #[derive(Clone, Default)]
 pub struct SinkSettings {
     pub database_url: Option<String>,
+    /// One AMQP URL or a comma list of them (a cluster's nodes, tried in order).
     pub amqp_url: Option<String>,
     /// Results exchange, `asset-import.results` by default.
     pub results_exchange: Option<String>,

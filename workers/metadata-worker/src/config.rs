@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use asset_core::Limits;
 use asset_probe::FetchPolicy;
 use asset_probe::isolate::PoolConfig;
-use asset_queue::{Backoff, JobLimits, QueueConfig, Topology};
+use asset_queue::{Backoff, BrokerUrls, JobLimits, QueueConfig, QueueType, Topology};
 use asset_sink::{SinkKind, SinkSettings};
 use asset_storage::{AllowedEndpoints, OrgSecrets, StorageConfig};
 
@@ -176,9 +176,14 @@ pub fn parse_allowed_endpoints(raw: Option<&str>) -> anyhow::Result<AllowedEndpo
 /// Where the broker objects are; shared by `run` and `publish`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
-    /// RabbitMQ URL, `amqp://user:password@host:5672/vhost`. Never logged.
+    /// RabbitMQ URL, `amqp://user:password@host:5672/vhost`, or a comma list of them
+    /// (the nodes of a cluster, tried in order). Never logged.
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+
+    /// The broker's addresses as a comma list, instead of AMQP_URL (set one of the two).
+    #[arg(long, env = "AMQP_URLS", hide_env_values = true)]
+    pub amqp_urls: Option<String>,
 
     /// Topic exchange import jobs are published to.
     #[arg(long, env = "JOBS_EXCHANGE", default_value = "asset-import")]
@@ -204,16 +209,36 @@ pub struct BrokerArgs {
     /// broker dead-letters it by itself; guards against a job that kills every worker.
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
     pub delivery_limit: u32,
+
+    /// Type of the retry queue: `classic` (what existing deployments have; RabbitMQ
+    /// refuses to change a queue's type) or `quorum` (for a cluster).
+    #[arg(long, env = "RETRY_QUEUE_TYPE", default_value = "classic")]
+    pub retry_queue_type: String,
 }
 
 impl BrokerArgs {
+    /// The broker's addresses as given (`AMQP_URL` or `AMQP_URLS`), with the setting's
+    /// name for errors. A secret.
+    pub fn url_list(&self) -> anyhow::Result<(&'static str, String)> {
+        let given = |v: &Option<String>| v.clone().filter(|u| !u.trim().is_empty());
+        match (given(&self.amqp_url), given(&self.amqp_urls)) {
+            (Some(_), Some(_)) => {
+                bail!("AMQP_URL (--amqp-url) and AMQP_URLS (--amqp-urls) are both set; set one")
+            }
+            (Some(list), None) => Ok(("AMQP_URL (--amqp-url)", list)),
+            (None, Some(list)) => Ok(("AMQP_URLS (--amqp-urls)", list)),
+            (None, None) => bail!("AMQP_URL (--amqp-url) or AMQP_URLS (--amqp-urls) is required"),
+        }
+    }
+
     /// The broker settings with everything checked but the connection itself.
     pub fn resolve(&self) -> anyhow::Result<QueueConfig> {
-        let url = self.amqp_url.clone().filter(|u| !u.trim().is_empty());
-        let Some(url) = url else { bail!("AMQP_URL (--amqp-url) is required") };
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            bail!("AMQP_URL (--amqp-url) must start with amqp:// or amqps://");
-        }
+        let (setting, list) = self.url_list()?;
+        let urls = BrokerUrls::parse(&list).map_err(|e| anyhow::anyhow!("{setting}: {e}"))?;
+        let retry_queue_type: QueueType = self
+            .retry_queue_type
+            .parse()
+            .map_err(|e| anyhow::anyhow!("RETRY_QUEUE_TYPE (--retry-queue-type): {e}"))?;
         for (name, flag, value) in [
             ("JOBS_EXCHANGE", "--jobs-exchange", &self.jobs_exchange),
             ("JOBS_ROUTING_KEY", "--jobs-routing-key", &self.jobs_routing_key),
@@ -232,7 +257,7 @@ impl BrokerArgs {
         if self.delivery_limit == 0 {
             bail!("DELIVERY_LIMIT (--delivery-limit) must be positive");
         }
-        let mut cfg = QueueConfig::new(url);
+        let mut cfg = QueueConfig::new(urls);
         cfg.topology = Topology {
             exchange: self.jobs_exchange.clone(),
             routing_key: self.jobs_routing_key.clone(),
@@ -240,11 +265,8 @@ impl BrokerArgs {
             retry_queue: self.retry_queue.clone(),
             dead_letter_queue: self.dead_letter_queue.clone(),
             delivery_limit: self.delivery_limit,
+            retry_queue_type,
         };
-        // Checked here so a malformed URL fails at start, not at the first connect.
-        if asset_queue::QueueConfig::redacted_url(&cfg).starts_with('<') {
-            bail!("AMQP_URL (--amqp-url) does not parse as amqp://user:password@host:port/vhost");
-        }
         Ok(cfg)
     }
 }
@@ -442,7 +464,8 @@ impl RunFlags {
         queue.retry_backoff = Backoff { base: self.retry_delay, max: self.retry_max_delay };
         let sink_settings = SinkSettings {
             database_url,
-            amqp_url: queue.url.clone().into(),
+            // The same addresses as the consumer's (checked by `BrokerArgs::resolve`).
+            amqp_url: Some(self.broker.url_list()?.1),
             results_exchange: Some(self.results_exchange.clone()),
             jsonl_path: self.jsonl_path.clone(),
             statement_timeout: Some(self.statement_timeout),
@@ -550,6 +573,26 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         let c = resolve(&["--amqp-url", "amqp://u:hunter2@mq:5672/%2f"]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn several_broker_addresses_from_either_setting() {
+        let list = "amqp://u:hunter2@mq-0:5672/%2f, amqp://u:hunter2@mq-1:5672/%2f";
+        let a = resolve(&["--amqp-url", list]).unwrap();
+        assert_eq!(a.queue.urls.len(), 2);
+        assert_eq!(a.queue.urls.host(1), "mq-1:5672//");
+        let b = resolve(&["--amqp-url", "", "--amqp-urls", list]).unwrap();
+        assert_eq!(b.queue.urls, a.queue.urls);
+        assert_eq!(b.sink_settings.amqp_url.as_deref(), Some(list), "the amqp sink fails over too");
+        let e = err(&["--amqp-url", "amqp://u:hunter2@a/v", "--amqp-urls", list]);
+        assert!(e.contains("AMQP_URL") && e.contains("AMQP_URLS") && !e.contains("hunter2"), "{e}");
+        let e = err(&["--amqp-url", "", "--amqp-urls", "amqp://u:hunter2@a/v,https://u:hunter2@b/v"]);
+        assert!(e.contains("AMQP_URLS") && e.contains("entry 2 of 2") && !e.contains("hunter2"), "{e}");
+        assert!(err(&["--amqp-url", ""]).contains("AMQP_URL"));
+        assert_eq!(a.queue.topology.retry_queue_type, QueueType::Classic);
+        let q = resolve(&["--retry-queue-type", "quorum"]).unwrap();
+        assert_eq!(q.queue.topology.retry_queue_type, QueueType::Quorum);
+        assert!(err(&["--retry-queue-type", "lazy"]).contains("RETRY_QUEUE_TYPE"));
     }
 
     #[test]

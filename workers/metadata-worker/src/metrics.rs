@@ -102,6 +102,8 @@ pub struct Metrics {
     pub temp_dir_bytes: Gauge,
     /// The integrations `credential_failures` has a label for (the family has no length).
     credential_integrations: Mutex<HashSet<String>>,
+    /// Connections to the broker after the first (a node lost, a connection closed).
+    pub broker_reconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -182,6 +184,12 @@ impl Metrics {
              the ranges it holds), measured at each scrape",
             temp_dir_bytes.clone(),
         );
+        let broker_reconnects = Counter::default();
+        registry.register(
+            "broker_reconnects",
+            "Connections to RabbitMQ opened after the first (failovers included)",
+            broker_reconnects.clone(),
+        );
         Metrics {
             registry,
             jobs,
@@ -202,6 +210,7 @@ impl Metrics {
             credential_failures,
             temp_dir_bytes,
             credential_integrations: Mutex::default(),
+            broker_reconnects,
         }
     }
 

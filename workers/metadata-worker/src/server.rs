@@ -62,6 +62,14 @@ async fn metrics_handler(State(ops): State<Ops>) -> impl IntoResponse {
         Ok(Err(err)) => tracing::warn!(error = %err, "measuring TEMP_DIR's disk usage failed"),
         Err(_) => {}
     }
+    {
+        // The consumer counts; the counter catches up at each scrape (one at a time, so
+        // two concurrent scrapes cannot both add the same difference).
+        static CATCH_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CATCH_UP.lock().unwrap_or_else(|e| e.into_inner());
+        let behind = ops.broker.reconnects().saturating_sub(ops.metrics.broker_reconnects.get());
+        ops.metrics.broker_reconnects.inc_by(behind);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         ops.metrics.encode(),

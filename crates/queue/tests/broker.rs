@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use asset_core::ErrorCode;
 use asset_queue::{
-    Backoff, Consumer, Envelope, Outcome, Publisher, QueueConfig, Settled, Topology, header_str, header_u32,
+    Backoff, BrokerUrls, Consumer, Envelope, Outcome, Publisher, QueueConfig, Settled, Topology, header_str, header_u32,
     headers,
 };
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
@@ -27,7 +27,7 @@ fn broker_url() -> Option<String> {
 
 fn config(url: &str, max_attempts: u32) -> QueueConfig {
     let prefix = format!("test-queue-{}-{}", std::process::id(), rand::random::<u32>());
-    let mut cfg = QueueConfig::new(url);
+    let mut cfg = QueueConfig::new(BrokerUrls::parse(url).expect("the test broker URL parses"));
     cfg.topology = Topology::with_prefix(&prefix);
     cfg.prefetch = 2;
     cfg.max_attempts = max_attempts;

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use integration::{Access, Integration, LocalIntegration, S3Integration};
+pub use integration::{Access, AzureAccess, AzureIntegration, Integration, LocalIntegration, S3Integration};
 
 /// The kinds of asset the labeling platform displays. Detected from content, never
 /// from a file name.

@@ -25,6 +25,10 @@ pub enum CheckName {
     Read,
     Region,
     Cors,
+    /// Azure: Get User Delegation Key with the integration's Entra token.
+    UserDelegationKey,
+    /// Azure: the container exists and can be listed.
+    Container,
 }
 
 /// One verdict. `code` is an `ErrorCode` string, or one of `region_mismatch`,
@@ -52,15 +56,15 @@ pub struct ValidateOptions {
     pub origin: Option<String>,
 }
 
-fn pass(name: CheckName, message: impl Into<String>) -> Check {
+pub(crate) fn pass(name: CheckName, message: impl Into<String>) -> Check {
     Check { name, ok: true, code: None, message: message.into() }
 }
 
-fn fail(name: CheckName, code: impl Into<String>, message: impl Into<String>) -> Check {
+pub(crate) fn fail(name: CheckName, code: impl Into<String>, message: impl Into<String>) -> Check {
     Check { name, ok: false, code: Some(code.into()), message: message.into() }
 }
 
-fn failed(name: CheckName, err: &StorageError) -> Check {
+pub(crate) fn failed(name: CheckName, err: &StorageError) -> Check {
     fail(name, err.code().as_str(), err.to_string())
 }
 
@@ -77,6 +81,7 @@ impl Storage {
             Ok(()) => match integration {
                 Integration::Aws(s) => self.validate_s3(s, true, opts, &mut checks).await,
                 Integration::S3Compatible(s) => self.validate_s3(s, false, opts, &mut checks).await,
+                Integration::Azure(a) => self.validate_azure(a, opts, &mut checks).await,
                 Integration::Local(l) => {
                     let source = LocalSource { inner: &self.inner, integration: l };
                     match std::fs::read_dir(&l.root) {
@@ -289,7 +294,7 @@ async fn check_cors(
 }
 
 /// S3 CORS origins: exact (case-insensitive), `*`, or one `*` wildcard.
-fn origin_matches(pattern: &str, origin: &str) -> bool {
+pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
     let (p, o) = (pattern.to_ascii_lowercase(), origin.to_ascii_lowercase());
     match p.split_once('*') {
         None => p == o,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::azure::entra::AzureSettings;
 use crate::egress::AllowedEndpoints;
 use crate::secret::OrgSecrets;
 
@@ -30,6 +31,12 @@ pub struct StorageConfig {
     pub allowed_endpoints: AllowedEndpoints,
     /// Credentials are refreshed this long before they expire.
     pub refresh_margin: Duration,
+    /// The platform's Entra application (Azure `iam_delegated` access) and its token
+    /// endpoint.
+    pub azure: AzureSettings,
+    /// PEM certificates trusted besides the public roots for storage connections
+    /// (`STORAGE_CA_FILE`: on-premises storage, test servers).
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for StorageConfig {
@@ -45,6 +52,8 @@ impl Default for StorageConfig {
             org_secrets: OrgSecrets::default(),
             allowed_endpoints: AllowedEndpoints::default(),
             refresh_margin: Duration::from_secs(120),
+            azure: AzureSettings::default(),
+            ca_certificates: Vec::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! temp files. The worker hands this crate an integration and an asset URL and gets back
 //! a [`TempAsset`] that disappears the moment it is no longer needed.
 
+mod azure;
 mod check;
 mod config;
 mod credentials;
@@ -24,6 +25,7 @@ use asset_core::Integration;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+pub use azure::entra::{AppCredential, AzureSettings, DEFAULT_AUTHORITY_HOST};
 pub use check::{Check, CheckName, ValidateOptions, ValidationReport};
 pub use config::{RetryConfig, StorageConfig};
 pub use egress::AllowedEndpoints;
@@ -56,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) egress: Arc<EgressPolicy>,
     /// The SDK's HTTP client under that policy, shared by every S3 and STS client.
     pub(crate) sdk_http: SharedHttpClient,
+    /// Entra tokens and user delegation keys of Azure integrations.
+    pub(crate) azure: azure::entra::AzureCache,
 }
 
 impl Storage {
@@ -78,7 +82,9 @@ impl Storage {
         if swept > 0 {
             tracing::info!(swept, temp_dir = %config.temp_dir.display(), "removed leftovers of a previous run");
         }
-        let operator = egress::operator_endpoints(&base);
+        let mut operator = egress::operator_endpoints(&base);
+        // The Entra token endpoint is the operator's too (AZURE_AUTHORITY_HOST).
+        operator.push(config.azure.authority_host.clone());
         let egress = Arc::new(EgressPolicy::new(&config.allowed_endpoints, &operator));
         let sdk_http = egress::sdk_http_client(egress.clone());
         let downloader = Downloader::new(
@@ -86,6 +92,7 @@ impl Storage {
             config.read_timeout,
             config.retry.clone(),
             egress.clone(),
+            &config.ca_certificates,
         )?;
         Ok(Storage {
             inner: Arc::new(Inner {
@@ -95,18 +102,24 @@ impl Storage {
                 downloader,
                 egress,
                 sdk_http,
+                azure: azure::entra::AzureCache::default(),
             }),
         })
     }
 
     /// An integration this worker may act for: its syntax ([`validate_integration`]),
-    /// and an `s3_compatible` endpoint the egress policy does not refuse outright (an
-    /// IP literal, a port the allow-list does not name). What a host name resolves to is
-    /// checked when connecting.
+    /// and an `s3_compatible` or `azure` endpoint the egress policy does not refuse
+    /// outright (an IP literal, a port the allow-list does not name). What a host name
+    /// resolves to is checked when connecting.
     pub(crate) fn admit(&self, integration: &Integration) -> Result<(), StorageError> {
         validate_integration(integration)?;
         if let Integration::S3Compatible(s) = integration
             && let Some(endpoint) = &s.endpoint
+        {
+            self.inner.egress.check_str(endpoint)?;
+        }
+        if let Integration::Azure(a) = integration
+            && let Some(endpoint) = &a.endpoint
         {
             self.inner.egress.check_str(endpoint)?;
         }
@@ -174,6 +187,11 @@ impl Storage {
             Integration::Local(_) => {
                 Err(StorageError::invalid("provider", "local integrations are not signed"))
             }
+            Integration::Azure(a) => {
+                let source = azure::AzureSource { inner: &self.inner, integration: a };
+                let loc = source.locate(url)?;
+                source.presign(&loc, start).await
+            }
         }
     }
 
@@ -198,12 +216,25 @@ impl Storage {
             Integration::Local(_) => {
                 Err(StorageError::invalid("provider", "local integrations have no credentials"))
             }
+            Integration::Azure(_) => {
+                Err(StorageError::invalid("provider", "azure integrations sign with SAS, not AWS keys"))
+            }
         }
     }
 
     /// AssumeRole calls made so far (metrics, benchmarks).
     pub fn sts_calls(&self) -> u64 {
         self.inner.credentials.sts_calls()
+    }
+
+    /// Microsoft Entra token requests made so far (Azure delegated access).
+    pub fn azure_token_calls(&self) -> u64 {
+        self.inner.azure.token_calls()
+    }
+
+    /// Get User Delegation Key calls made so far.
+    pub fn azure_key_calls(&self) -> u64 {
+        self.inner.azure.key_calls()
     }
 
     fn source<'a>(&'a self, integration: &'a Integration) -> Box<dyn ObjectSource + 'a> {
@@ -213,6 +244,7 @@ impl Storage {
                 Box::new(S3Source { inner: &self.inner, integration: s, aws: false })
             }
             Integration::Local(l) => Box::new(LocalSource { inner: &self.inner, integration: l }),
+            Integration::Azure(a) => Box::new(azure::AzureSource { inner: &self.inner, integration: a }),
         }
     }
 }

@@ -65,6 +65,7 @@ pub fn validate_integration(i: &Integration) -> Result<(), StorageError> {
             }
             Ok(())
         }
+        Integration::Azure(a) => crate::azure::validate::validate_azure(a),
     }
 }
 
@@ -120,7 +121,7 @@ fn validate_s3(s: &S3Integration, aws: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn validate_endpoint(e: &str) -> Result<(), StorageError> {
+pub(crate) fn validate_endpoint(e: &str) -> Result<(), StorageError> {
     let url =
         url::Url::parse(e).map_err(|err| StorageError::invalid("endpoint", format!("not a URL ({err})")))?;
     if !matches!(url.scheme(), "http" | "https") {

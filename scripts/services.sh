@@ -27,6 +27,8 @@ ensure_postgres() {
 
 # moto (STS/IAM/S3) and s3s-fs for the storage tests.
 source "$(dirname "${BASH_SOURCE[0]}")/s3-servers.sh"
+# Azurite (Azure Blob emulator) for the Azure storage tests.
+source "$(dirname "${BASH_SOURCE[0]}")/azure-servers.sh"
 
 ensure_services() {
   local failed=0
@@ -34,6 +36,7 @@ ensure_services() {
   ensure_postgres || { echo "services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; failed=1; }
   ensure_moto || { echo "services: moto is not reachable on 127.0.0.1:$MOTO_PORT" >&2; failed=1; }
   ensure_s3s || { echo "services: s3s-fs could not be installed into ./.tools" >&2; failed=1; }
+  ensure_azurite || { echo "services: azurite could not be installed into ./.tools/azurite" >&2; failed=1; }
   if [ "$failed" = 1 ] && [ "${CI:-}" = "true" ]; then
     echo "services: a service the tests need is down, and CI does not skip" >&2
     return 1

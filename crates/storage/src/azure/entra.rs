@@ -70,6 +70,11 @@ pub(crate) struct TokenRequest {
     pub(crate) tenant_id: String,
     pub(crate) client_id: String,
     pub(crate) credential: AppCredential,
+    /// Whose token it is, besides tenant and client: 0 for the platform's application;
+    /// for a customer's, its organisation, integration and secret, so that an
+    /// integration naming another's client id with a wrong secret never gets the other's
+    /// cached token.
+    pub(crate) scope: u64,
 }
 
 #[derive(Clone)]
@@ -139,7 +144,7 @@ impl AzureCache {
     /// A token for the request's tenant and application, cached until the refresh margin.
     pub(crate) async fn token(&self, ctx: &super::Ctx<'_>, r: &TokenRequest) -> Result<Secret, StorageError> {
         let authority = ctx.config.azure.authority_host.trim_end_matches('/');
-        let token_slot = slot(&self.tokens, hash_of((authority, &r.tenant_id, &r.client_id)));
+        let token_slot = slot(&self.tokens, hash_of((authority, &r.tenant_id, &r.client_id, r.scope)));
         let mut cached = token_slot.lock().await;
         if let Some(t) = cached.as_ref()
             && t.expires_at > SystemTime::now() + ctx.config.refresh_margin

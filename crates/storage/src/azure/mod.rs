@@ -80,13 +80,18 @@ impl AzureSource<'_> {
                     tenant_id: tenant_id.clone(),
                     client_id: client_id.clone(),
                     credential: credential.clone(),
+                    scope: 0,
                 })
             }
-            AzureAccess::ServicePrincipal { tenant_id, client_id, secret_ref } => Ok(TokenRequest {
-                tenant_id: tenant_id.clone(),
-                client_id: client_id.clone(),
-                credential: AppCredential::Secret(resolve_secret(secret_ref, &a.org_id, cfg, false)?),
-            }),
+            AzureAccess::ServicePrincipal { tenant_id, client_id, secret_ref } => {
+                let secret = resolve_secret(secret_ref, &a.org_id, cfg, false)?;
+                Ok(TokenRequest {
+                    tenant_id: tenant_id.clone(),
+                    client_id: client_id.clone(),
+                    scope: hash_of((&a.org_id, &a.id, secret.expose())),
+                    credential: AppCredential::Secret(secret),
+                })
+            }
             AzureAccess::AccountKey { .. } | AzureAccess::SasToken { .. } => {
                 Err(StorageError::invalid("access.type", "this access type uses no Entra token"))
             }
@@ -104,8 +109,15 @@ impl AzureSource<'_> {
         let a = self.integration;
         let request = self.token_request()?;
         let base = base_url(a);
-        let cache_key =
-            hash_of((&a.id, &a.org_id, &a.account, &base, &request.tenant_id, &request.client_id));
+        let cache_key = hash_of((
+            &a.id,
+            &a.org_id,
+            &a.account,
+            &base,
+            &request.tenant_id,
+            &request.client_id,
+            request.scope,
+        ));
         self.inner.azure.user_delegation_key(&self.ctx(), cache_key, &request, &base).await
     }
 

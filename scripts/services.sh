@@ -29,6 +29,8 @@ ensure_postgres() {
 source "$(dirname "${BASH_SOURCE[0]}")/s3-servers.sh"
 # Google's reference signer and a GCS emulator for the GCS storage tests.
 source "$(dirname "${BASH_SOURCE[0]}")/gcs-tools.sh"
+# Azurite (Azure Blob emulator) for the Azure storage tests.
+source "$(dirname "${BASH_SOURCE[0]}")/azure-servers.sh"
 
 ensure_services() {
   local failed=0
@@ -37,6 +39,7 @@ ensure_services() {
   ensure_moto || { echo "services: moto is not reachable on 127.0.0.1:$MOTO_PORT" >&2; failed=1; }
   ensure_s3s || { echo "services: s3s-fs could not be installed into ./.tools" >&2; failed=1; }
   ensure_gcs_tools || { echo "services: the GCS test tools could not be installed (PyPI)" >&2; failed=1; }
+  ensure_azurite || { echo "services: azurite could not be installed into ./.tools/azurite" >&2; failed=1; }
   if [ "$failed" = 1 ] && [ "${CI:-}" = "true" ]; then
     echo "services: a service the tests need is down, and CI does not skip" >&2
     return 1

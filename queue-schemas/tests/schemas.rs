@@ -240,7 +240,13 @@ fn the_integration_schema_takes_every_field_the_types_write() {
         "provider": "aws", "id": "int-2", "org_id": "org-1", "region": "eu-west-1", "buckets": ["acme"],
         "access": {"type": "iam_delegated", "role_arn": "arn:aws:iam::123456789012:role/path/r", "external_id": "ext-123"}
     });
-    for storage in [full_s3, local, aws] {
+    let azure = json!({
+        "provider": "azure", "id": "int-6", "org_id": "org-1", "account": "custstorage",
+        "containers": ["assets", "raw-2"], "endpoint": "http://127.0.0.1:10000/devstoreaccount1",
+        "access": {"type": "service_principal", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                   "client_id": "0b6a1d6e-1b4f-4a53-9e36-0c1e2c5d7f10", "secret_ref": "env:AZ_APP"}
+    });
+    for storage in [full_s3, local, aws, azure] {
         let typed: asset_core::Integration = serde_json::from_value(storage.clone()).unwrap();
         assert_eq!(serde_json::to_value(&typed).unwrap(), storage);
         let mut job = serde_json::to_value(sample_job()).unwrap();
@@ -248,6 +254,62 @@ fn the_integration_schema_takes_every_field_the_types_write() {
         assert_valid(Schema::ImportJob, &job);
         ImportJob::from_slice(job.to_string().as_bytes()).unwrap();
     }
+}
+
+fn azure_job(storage: Value) -> Value {
+    json!({
+        "schema": "import-job/v1", "job_id": "job-1", "org_id": "org-1", "project_id": "p-1",
+        "created_at": "2026-11-23T09:00:00Z", "storage": storage,
+        "assets": [{"asset_id": "a-1", "external_id": "e",
+                    "url": "https://custstorage.blob.core.windows.net/assets/my%20cat.jpg"}]
+    })
+}
+
+#[test]
+fn the_azure_integration_schema_takes_each_access_and_refuses_malformed_ones() {
+    let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let base = |access: Value| {
+        json!({"provider": "azure", "id": "int-6", "org_id": "org-1", "account": "custstorage",
+               "containers": ["assets"], "access": access})
+    };
+    for access in [
+        json!({"type": "iam_delegated", "tenant_id": tenant}),
+        json!({"type": "account_key", "secret_ref": "env:AZ_KEY"}),
+        json!({"type": "sas_token", "secret_ref": "file:azure/sas"}),
+        json!({"type": "service_principal", "tenant_id": tenant, "client_id": tenant, "secret_ref": "env:S"}),
+    ] {
+        let job = azure_job(base(access));
+        assert_valid(Schema::ImportJob, &job);
+        ImportJob::from_slice(job.to_string().as_bytes()).unwrap();
+    }
+    let mut refused = Vec::new();
+    for (field, value) in [
+        ("account", json!("Cust_Storage")),
+        ("account", json!("ab")),
+        ("account", json!("a".repeat(25))),
+        ("containers", json!([])),
+        ("containers", json!(["UPPER"])),
+        ("containers", json!(["a--b"])),
+        ("endpoint", json!("http://u:p@127.0.0.1:10000")),
+        ("access", json!({"type": "iam_delegated", "tenant_id": "contoso.onmicrosoft.com/../x"})),
+        ("access", json!({"type": "iam_delegated"})),
+        (
+            "access",
+            json!({"type": "account_key", "secret_ref": "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6"}),
+        ),
+        ("access", json!({"type": "account_key", "secret_ref": "env:K", "account_key": "x"})),
+        ("access", json!({"type": "service_principal", "tenant_id": tenant, "secret_ref": "env:S"})),
+        ("access", json!({"type": "role_arn", "tenant_id": tenant})),
+        ("region", json!("eastus")),
+    ] {
+        let mut storage = base(json!({"type": "iam_delegated", "tenant_id": tenant}));
+        storage[field] = value.clone();
+        let job = azure_job(storage);
+        assert_invalid(Schema::ImportJob, &job);
+        assert!(ImportJob::from_slice(job.to_string().as_bytes()).is_err(), "{field}: {value}");
+        refused.push(field);
+    }
+    assert_eq!(refused.len(), 14);
 }
 
 #[test]

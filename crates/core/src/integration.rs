@@ -19,6 +19,8 @@ pub enum Integration {
     Local(LocalIntegration),
     /// Google Cloud Storage (V4 signed URLs, or the S3-interoperable XML API with HMAC keys).
     Gcs(GcsIntegration),
+    /// Azure Blob Storage: one storage account, read through short-lived SAS URLs.
+    Azure(AzureIntegration),
 }
 
 impl Integration {
@@ -28,6 +30,7 @@ impl Integration {
             Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.org_id),
             Integration::Local(l) => l.org_id.as_deref(),
             Integration::Gcs(g) => Some(&g.org_id),
+            Integration::Azure(a) => Some(&a.org_id),
         }
     }
 
@@ -36,6 +39,7 @@ impl Integration {
             Integration::Aws(s) | Integration::S3Compatible(s) => Some(&s.id),
             Integration::Local(l) => l.id.as_deref(),
             Integration::Gcs(g) => Some(&g.id),
+            Integration::Azure(a) => Some(&a.id),
         }
     }
 
@@ -45,6 +49,7 @@ impl Integration {
             Integration::S3Compatible(_) => "s3_compatible",
             Integration::Local(_) => "local",
             Integration::Gcs(_) => "gcs",
+            Integration::Azure(_) => "azure",
         }
     }
 }
@@ -144,6 +149,41 @@ pub enum GcsAccess {
     Hmac { access_id: String, secret_ref: String },
 }
 
+/// An Azure storage account and the containers of it the worker may read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureIntegration {
+    pub id: String,
+    pub org_id: String,
+    /// The storage account name: 3-24 lowercase letters and digits.
+    pub account: String,
+    pub containers: Vec<String>,
+    /// Blob service URL; default `https://{account}.blob.core.windows.net`. Another
+    /// endpoint (Azurite, a sovereign cloud) passes the egress policy like an
+    /// `s3_compatible` one; path-style endpoints end in `/{account}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub access: AzureAccess,
+}
+
+/// How the worker gets read access to an Azure account. Every variant ends in a SAS
+/// URL per blob; only where its signing key comes from differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AzureAccess {
+    /// The platform's multi-tenant Entra application, consented to in the customer's
+    /// tenant: its token fetches a user delegation key, which signs user delegation SAS.
+    /// The worker holds no customer secret.
+    IamDelegated { tenant_id: String },
+    /// The account key (at `secret_ref`) signs service SAS.
+    AccountKey { secret_ref: String },
+    /// A SAS token the customer made (at `secret_ref`), appended as is.
+    SasToken { secret_ref: String },
+    /// The customer's own Entra application (client secret at `secret_ref`): its token
+    /// fetches a user delegation key, as `iam_delegated` does.
+    ServicePrincipal { tenant_id: String, client_id: String, secret_ref: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +248,31 @@ mod tests {
             "id": "i", "org_id": "o", "provider": "gcs", "buckets": ["b"],
             "access": {"type": "service_account_key", "client_email": "r@p.iam.gserviceaccount.com",
                        "secret_ref": "file:sa.json", "private_key": "-----BEGIN PRIVATE KEY-----"}
+        }));
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn parses_the_azure_shapes() {
+        for access in [
+            serde_json::json!({"type": "iam_delegated", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47"}),
+            serde_json::json!({"type": "account_key", "secret_ref": "env:AZ_KEY"}),
+            serde_json::json!({"type": "sas_token", "secret_ref": "file:az.sas"}),
+            serde_json::json!({"type": "service_principal", "tenant_id": "t", "client_id": "c", "secret_ref": "env:S"}),
+        ] {
+            let v = serde_json::json!({
+                "id": "int-6", "org_id": "org-1", "provider": "azure", "account": "custstorage",
+                "containers": ["assets"], "access": access
+            });
+            let i: Integration = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(i.provider(), "azure");
+            assert_eq!(i.org_id(), Some("org-1"));
+            assert_eq!(serde_json::to_value(&i).unwrap(), v);
+        }
+        // A key carried by value is refused, like an AWS secret.
+        let r: Result<Integration, _> = serde_json::from_value(serde_json::json!({
+            "id": "i", "org_id": "o", "provider": "azure", "account": "acct", "containers": ["c"],
+            "access": {"type": "account_key", "secret_ref": "env:K", "account_key": "Eby8vdM02xNO"}
         }));
         assert!(r.is_err());
     }

@@ -9,7 +9,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use integration::{Access, GcsAccess, GcsIntegration, Integration, LocalIntegration, S3Integration};
+pub use integration::{
+    Access, AzureAccess, AzureIntegration, GcsAccess, GcsIntegration, Integration, LocalIntegration,
+    S3Integration,
+};
 pub use playable::{PLAYABLE, Playable, browser_playable};
 
 /// The kinds of asset the labeling platform displays. Detected from content, never

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use asset_core::ErrorCode;
 use asset_queue::{
-    Backoff, BrokerUrls, Consumer, Envelope, Outcome, Publisher, QueueConfig, Settled, Topology, header_str, header_u32,
-    headers,
+    Backoff, BrokerUrls, Consumer, Envelope, Outcome, Publisher, QueueConfig, Settled, Topology, header_str,
+    header_u32, headers,
 };
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};

@@ -27,6 +27,10 @@ pub enum CheckName {
     Cors,
     /// GCS `iam_delegated`: the worker may sign as the customer's service account.
     SignBlob,
+    /// Azure: Get User Delegation Key with the integration's Entra token.
+    UserDelegationKey,
+    /// Azure: the container exists and can be listed.
+    Container,
 }
 
 /// One verdict. `code` is an `ErrorCode` string, or one of `region_mismatch`,
@@ -80,6 +84,7 @@ impl Storage {
                 Integration::Aws(s) => self.validate_s3(s, true, opts, &mut checks).await,
                 Integration::S3Compatible(s) => self.validate_s3(s, false, opts, &mut checks).await,
                 Integration::Gcs(g) => self.validate_gcs(g, opts, &mut checks).await,
+                Integration::Azure(a) => self.validate_azure(a, opts, &mut checks).await,
                 Integration::Local(l) => {
                     let source = LocalSource { inner: &self.inner, integration: l };
                     match std::fs::read_dir(&l.root) {
@@ -292,7 +297,7 @@ async fn check_cors(
 }
 
 /// S3 CORS origins: exact (case-insensitive), `*`, or one `*` wildcard.
-fn origin_matches(pattern: &str, origin: &str) -> bool {
+pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
     let (p, o) = (pattern.to_ascii_lowercase(), origin.to_ascii_lowercase());
     match p.split_once('*') {
         None => p == o,

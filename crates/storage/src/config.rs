@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::azure::entra::AzureSettings;
 use crate::egress::AllowedEndpoints;
 use crate::gcs::GcsSettings;
 use crate::secret::OrgSecrets;
@@ -33,6 +34,12 @@ pub struct StorageConfig {
     pub refresh_margin: Duration,
     /// The worker's own Google identity and the GCS org-binding rule (operator settings).
     pub gcs: GcsSettings,
+    /// The platform's Entra application (Azure `iam_delegated` access) and its token
+    /// endpoint.
+    pub azure: AzureSettings,
+    /// PEM certificates trusted besides the public roots for storage connections
+    /// (`STORAGE_CA_FILE`: on-premises storage, test servers).
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for StorageConfig {
@@ -49,6 +56,8 @@ impl Default for StorageConfig {
             allowed_endpoints: AllowedEndpoints::default(),
             refresh_margin: Duration::from_secs(120),
             gcs: GcsSettings::default(),
+            azure: AzureSettings::default(),
+            ca_certificates: Vec::new(),
         }
     }
 }

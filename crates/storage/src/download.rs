@@ -37,8 +37,21 @@ impl Downloader {
         read: Duration,
         retry: RetryConfig,
         egress: Arc<EgressPolicy>,
+        ca_certificates: &[Vec<u8>],
     ) -> Result<Self, StorageError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // The operator's own CAs (on-premises storage, a test server's certificate), on
+        // top of the public roots.
+        for pem in ca_certificates {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| StorageError::Upstream {
+                service: SERVICE,
+                message: "a configured CA certificate is not PEM".into(),
+                retryable: false,
+                source: Some(Box::new(e.without_url())),
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
             .connect_timeout(connect)
             .read_timeout(read)
             .redirect(reqwest::redirect::Policy::none())
@@ -53,6 +66,12 @@ impl Downloader {
                 source: Some(Box::new(e.without_url())),
             })?;
         Ok(Downloader { client, retry, egress })
+    }
+
+    /// The client under the egress policy, for the other requests made for jobs
+    /// (Entra tokens, user delegation keys).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub(crate) async fn download(
@@ -361,7 +380,7 @@ fn from_reqwest(e: reqwest::Error, during: &'static str) -> StorageError {
 }
 
 /// The start of an error response, enough for S3's `<Code>`; the rest is not read.
-async fn error_body(resp: &mut reqwest::Response) -> String {
+pub(crate) async fn error_body(resp: &mut reqwest::Response) -> String {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         body.extend_from_slice(&chunk);
@@ -372,7 +391,7 @@ async fn error_body(resp: &mut reqwest::Response) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     let start = body.find(&format!("<{name}>"))? + name.len() + 2;
     let end = body[start..].find(&format!("</{name}>"))? + start;
     Some(body[start..end].trim())

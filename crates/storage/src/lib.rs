@@ -2,6 +2,7 @@
 //! temp files. The worker hands this crate an integration and an asset URL and gets back
 //! a [`TempAsset`] that disappears the moment it is no longer needed.
 
+mod azure;
 mod check;
 mod config;
 mod credentials;
@@ -25,6 +26,7 @@ use asset_core::Integration;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
+pub use azure::entra::{AppCredential, AzureSettings, DEFAULT_AUTHORITY_HOST};
 pub use check::{Check, CheckName, ValidateOptions, ValidationReport};
 pub use config::{RetryConfig, StorageConfig};
 pub use egress::AllowedEndpoints;
@@ -61,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) sdk_http: SharedHttpClient,
     /// The worker's own Google token and the `signBlob` calls made with it.
     pub(crate) gcs_auth: gcs::auth::PlatformAuth,
+    /// Entra tokens and user delegation keys of Azure integrations.
+    pub(crate) azure: azure::entra::AzureCache,
 }
 
 impl Storage {
@@ -83,7 +87,9 @@ impl Storage {
         if swept > 0 {
             tracing::info!(swept, temp_dir = %config.temp_dir.display(), "removed leftovers of a previous run");
         }
-        let operator = egress::operator_endpoints(&base);
+        let mut operator = egress::operator_endpoints(&base);
+        // The Entra token endpoint is the operator's too (AZURE_AUTHORITY_HOST).
+        operator.push(config.azure.authority_host.clone());
         let egress = Arc::new(EgressPolicy::new(&config.allowed_endpoints, &operator));
         let sdk_http = egress::sdk_http_client(egress.clone());
         let downloader = Downloader::new(
@@ -91,6 +97,7 @@ impl Storage {
             config.read_timeout,
             config.retry.clone(),
             egress.clone(),
+            &config.ca_certificates,
         )?;
         let gcs_auth = gcs::auth::PlatformAuth::new(config.connect_timeout, config.read_timeout)?;
         Ok(Storage {
@@ -102,14 +109,15 @@ impl Storage {
                 egress,
                 sdk_http,
                 gcs_auth,
+                azure: azure::entra::AzureCache::default(),
             }),
         })
     }
 
     /// An integration this worker may act for: its syntax ([`validate_integration`]),
-    /// and an `s3_compatible` endpoint the egress policy does not refuse outright (an
-    /// IP literal, a port the allow-list does not name). What a host name resolves to is
-    /// checked when connecting.
+    /// and an `s3_compatible` or `azure` endpoint the egress policy does not refuse
+    /// outright (an IP literal, a port the allow-list does not name). What a host name
+    /// resolves to is checked when connecting.
     pub(crate) fn admit(&self, integration: &Integration) -> Result<(), StorageError> {
         validate_integration(integration)?;
         if let Integration::S3Compatible(s) = integration
@@ -125,6 +133,11 @@ impl Storage {
             if let asset_core::GcsAccess::IamDelegated { service_account } = &g.access {
                 gcs::check_org_binding(service_account, &g.org_id, &self.inner.config.gcs)?;
             }
+        }
+        if let Integration::Azure(a) = integration
+            && let Some(endpoint) = &a.endpoint
+        {
+            self.inner.egress.check_str(endpoint)?;
         }
         Ok(())
     }
@@ -195,6 +208,11 @@ impl Storage {
                 let loc = source.locate(url)?;
                 source.presign(&loc, start).await
             }
+            Integration::Azure(a) => {
+                let source = azure::AzureSource { inner: &self.inner, integration: a };
+                let loc = source.locate(url)?;
+                source.presign(&loc, start).await
+            }
         }
     }
 
@@ -230,6 +248,9 @@ impl Storage {
                     "GCS integrations other than hmac sign with a key or signBlob, not session credentials",
                 )),
             },
+            Integration::Azure(_) => {
+                Err(StorageError::invalid("provider", "azure integrations sign with SAS, not AWS keys"))
+            }
         }
     }
 
@@ -243,6 +264,16 @@ impl Storage {
         self.inner.gcs_auth.exchanges()
     }
 
+    /// Microsoft Entra token requests made so far (Azure delegated access).
+    pub fn azure_token_calls(&self) -> u64 {
+        self.inner.azure.token_calls()
+    }
+
+    /// Get User Delegation Key calls made so far.
+    pub fn azure_key_calls(&self) -> u64 {
+        self.inner.azure.key_calls()
+    }
+
     fn source<'a>(&'a self, integration: &'a Integration) -> Box<dyn ObjectSource + 'a> {
         match integration {
             Integration::Aws(s) => Box::new(S3Source { inner: &self.inner, integration: s, aws: true }),
@@ -251,6 +282,7 @@ impl Storage {
             }
             Integration::Local(l) => Box::new(LocalSource { inner: &self.inner, integration: l }),
             Integration::Gcs(g) => Box::new(GcsSource { inner: &self.inner, integration: g }),
+            Integration::Azure(a) => Box::new(azure::AzureSource { inner: &self.inner, integration: a }),
         }
     }
 }

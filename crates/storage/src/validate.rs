@@ -66,6 +66,7 @@ pub fn validate_integration(i: &Integration) -> Result<(), StorageError> {
             }
             Ok(())
         }
+        Integration::Azure(a) => crate::azure::validate::validate_azure(a),
     }
 }
 

@@ -12,7 +12,7 @@ use asset_probe::FetchPolicy;
 use asset_probe::isolate::PoolConfig;
 use asset_queue::{Backoff, BrokerUrls, JobLimits, QueueConfig, QueueType, Topology};
 use asset_sink::{SinkKind, SinkSettings};
-use asset_storage::{AllowedEndpoints, OrgSecrets, StorageConfig};
+use asset_storage::{AllowedEndpoints, AppCredential, AzureSettings, OrgSecrets, Secret, StorageConfig};
 
 use crate::fetch::FetchMode;
 
@@ -71,6 +71,87 @@ pub struct PipelineArgs {
     /// smaller than the lesser of this and 64 KiB.
     #[arg(long, env = "FIRST_FETCH_BYTES", default_value_t = asset_probe::FetchPolicy::default().first)]
     pub first_fetch_bytes: u64,
+
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// The worker's own cloud identities and trust, never taken from a job: the platform's
+/// Entra application (Azure `iam_delegated` access) and extra CA certificates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudArgs {
+    /// The platform's multi-tenant Entra application (client id) that customers consent
+    /// to for Azure `iam_delegated` access.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub azure_client_id: Option<String>,
+
+    /// That application's client secret (or use AZURE_FEDERATED_TOKEN_FILE). Never logged.
+    #[arg(long, env = "AZURE_CLIENT_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub azure_client_secret: Option<Secret>,
+
+    /// A federated token (workload identity) for that application, read at each token
+    /// request, sent as its client assertion.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub azure_federated_token_file: Option<PathBuf>,
+
+    /// Base URL of the Microsoft Entra token endpoint (sovereign clouds, tests).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", default_value = asset_storage::DEFAULT_AUTHORITY_HOST)]
+    pub azure_authority_host: String,
+
+    /// PEM file of CA certificates trusted for storage connections besides the public
+    /// roots (on-premises storage with a private CA).
+    #[arg(long, env = "STORAGE_CA_FILE")]
+    pub storage_ca_file: Option<PathBuf>,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+impl CloudArgs {
+    /// Applies these settings to a storage configuration, failing on a bad one.
+    pub fn apply(&self, storage: &mut StorageConfig) -> anyhow::Result<()> {
+        let host = &self.azure_authority_host;
+        let rest = host.strip_prefix("https://").or_else(|| host.strip_prefix("http://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(['?', '#', '@', ' '])) {
+            bail!(
+                "AZURE_AUTHORITY_HOST (--azure-authority-host) must be an http(s) URL without query or user info"
+            );
+        }
+        let credential = match (&self.azure_client_secret, &self.azure_federated_token_file) {
+            (Some(_), Some(_)) => bail!(
+                "AZURE_CLIENT_SECRET and AZURE_FEDERATED_TOKEN_FILE are exclusive: give the Azure application one \
+                 credential"
+            ),
+            (Some(s), None) if s.expose().trim().is_empty() => {
+                bail!("AZURE_CLIENT_SECRET (--azure-client-secret) is empty")
+            }
+            (Some(s), None) => Some(AppCredential::Secret(s.clone())),
+            (None, Some(f)) => Some(AppCredential::FederatedTokenFile(f.clone())),
+            (None, None) => None,
+        };
+        let client_id = self.azure_client_id.clone().filter(|c| !c.trim().is_empty());
+        if credential.is_some() != client_id.is_some() {
+            bail!(
+                "AZURE_CLIENT_ID (--azure-client-id) goes with AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE"
+            );
+        }
+        storage.azure = AzureSettings {
+            authority_host: self.azure_authority_host.trim_end_matches('/').to_owned(),
+            client_id,
+            credential,
+        };
+        if let Some(path) = &self.storage_ca_file {
+            let pem = std::fs::read(path).with_context(|| {
+                format!("STORAGE_CA_FILE (--storage-ca-file): reading {}", path.display())
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                bail!("STORAGE_CA_FILE (--storage-ca-file) {} holds no PEM certificate", path.display());
+            }
+            storage.ca_certificates = vec![pem];
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,7 +203,7 @@ impl PipelineArgs {
             max_millis: u64::try_from(self.probe_timeout.as_millis()).unwrap_or(u64::MAX),
             ..Limits::default()
         };
-        let storage = StorageConfig {
+        let mut storage = StorageConfig {
             temp_dir,
             max_asset_bytes: self.max_asset_bytes,
             secrets_dir: self.secrets_dir.clone(),
@@ -133,6 +214,7 @@ impl PipelineArgs {
             gcs: asset_storage::GcsSettings::from_env(),
             ..StorageConfig::default()
         };
+        self.cloud.apply(&mut storage)?;
         if self.first_fetch_bytes < 4096 {
             bail!(
                 "FIRST_FETCH_BYTES (--first-fetch-bytes) must be at least 4096, got {}",
@@ -601,6 +683,25 @@ mod tests {
         assert!(!c.pipeline.storage.allowed_endpoints.is_empty());
         let e = err(&["--allowed-endpoints", "http://minio.corp:9000"]);
         assert!(e.contains("ALLOWED_ENDPOINTS") && e.contains("minio.corp"), "{e}");
+    }
+
+    #[test]
+    fn azure_application_settings_resolve_or_fail_naming_the_setting() {
+        let c = resolve(&["--azure-client-id", "app", "--azure-client-secret", "hunter2-azure"]).unwrap();
+        assert_eq!(c.pipeline.storage.azure.client_id.as_deref(), Some("app"));
+        assert!(!format!("{c:?}").contains("hunter2-azure"));
+        assert!(err(&["--azure-client-secret", "s"]).contains("AZURE_CLIENT_ID"));
+        let e = err(&[
+            "--azure-client-id",
+            "a",
+            "--azure-client-secret",
+            "s",
+            "--azure-federated-token-file",
+            "/f",
+        ]);
+        assert!(e.contains("AZURE_FEDERATED_TOKEN_FILE"), "{e}");
+        assert!(err(&["--azure-authority-host", "login.example"]).contains("AZURE_AUTHORITY_HOST"));
+        assert!(err(&["--storage-ca-file", "/nonexistent/ca.pem"]).contains("STORAGE_CA_FILE"));
     }
 
     #[test]

@@ -469,10 +469,7 @@ impl Pipeline {
 
 /// The id a job gives its storage integration (a local one may have none).
 fn integration_id(integration: &asset_core::Integration) -> &str {
-    match integration {
-        asset_core::Integration::Aws(s) | asset_core::Integration::S3Compatible(s) => &s.id,
-        asset_core::Integration::Local(l) => l.id.as_deref().unwrap_or(""),
-    }
+    integration.id().unwrap_or("")
 }
 
 /// The classification both storage and probe errors give.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use asset_core::Integration;
 use asset_storage::{OrgSecrets, Storage, StorageConfig, ValidateOptions, ValidationReport};
 
-use crate::config::parse_allowed_endpoints;
+use crate::config::{CloudArgs, parse_allowed_endpoints};
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -32,6 +32,8 @@ pub struct ValidateArgs {
     /// Private or loopback endpoints the integration may name (see `run --help`).
     #[arg(long, env = "ALLOWED_ENDPOINTS")]
     allowed_endpoints: Option<String>,
+    #[command(flatten)]
+    cloud: CloudArgs,
 }
 
 pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
@@ -39,7 +41,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.integration.display()))?;
     let integration: Integration = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an integration object", args.integration.display()))?;
-    let config = StorageConfig {
+    let mut config = StorageConfig {
         secrets_dir: args.secrets_dir,
         org_secrets: OrgSecrets::from_env(),
         allowed_endpoints: parse_allowed_endpoints(args.allowed_endpoints.as_deref())?,
@@ -48,6 +50,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         gcs: asset_storage::GcsSettings::from_env(),
         ..StorageConfig::default()
     };
+    args.cloud.apply(&mut config)?;
     let storage = Storage::new(config).await.context("starting the storage layer")?;
     let opts = ValidateOptions { key: args.key, origin: args.origin };
     let report = storage.validate_access(&integration, &opts).await;

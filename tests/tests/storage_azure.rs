@@ -1,0 +1,747 @@
+//! Azure Blob against Azurite, Microsoft's emulator, which recomputes and compares both
+//! kinds of SAS signature: a plain-HTTP instance for account-key (service) SAS and
+//! customer SAS tokens, an HTTPS instance with `--oauth basic` for user delegation keys
+//! (Get User Delegation Key needs a bearer token over HTTPS). The Entra token endpoint
+//! is a small server in this file that counts its calls and hands out the unsigned JWT
+//! Azurite's basic OAuth mode accepts. Blob names that need escaping throughout.
+
+mod storage_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use asset_core::{ErrorCode, Integration};
+use asset_storage::{AppCredential, ByteRange, SignedUrl, Storage, StorageConfig, StorageError};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use storage_support::{Logs, config_allowing, files_in, query_param, require};
+
+/// Azurite's well-known development account and key (public, in Microsoft's docs).
+const ACCOUNT: &str = "devstoreaccount1";
+const DEV_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const PLATFORM_APP: &str = "0b6a1d6e-1b4f-4a53-9e36-0c1e2c5d7f10";
+const PLATFORM_SECRET: &str = "platform-app-client-secret-0000001";
+const CUSTOMER_APP: &str = "5a1c9e0d-3f7b-4c2a-8d6e-9b0a1f2e3d4c";
+const CUSTOMER_SECRET: &str = "customer-app-client-secret-0000002";
+
+/// Names that need escaping: a space, unicode, and each of `% # + & = , ( ) ! $ ' : ; @ ~`.
+const AWKWARD: &[&str] = &[
+    "img/cat.jpg",
+    "my photos/été 猫+1.jpg",
+    "100% #1 & a=b, (c)!$'.txt",
+    "colon:semi;at@tilde~plus+.bin",
+    "a%2Fb%20c.txt",
+];
+
+const CAT: &[u8] = b"\xff\xd8\xff\xe0 not really a jpeg, 0123456789";
+
+fn body_of(name: &str) -> Vec<u8> {
+    format!("contents of {name}").into_bytes()
+}
+
+// ---------------------------------------------------------------------------------
+// Azurite
+
+/// `AZURITE_BLOB`, then `./.tools/azurite` (scripts/azure-servers.sh), then `PATH`.
+fn azurite_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("AZURITE_BLOB") {
+        return Some(PathBuf::from(p));
+    }
+    let local = storage_support::workspace_root().join(".tools/azurite/node_modules/.bin/azurite-blob");
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("azurite-blob"))
+        .find(|p| p.is_file())
+}
+
+/// A free port in 21000-21999, the range these tests' servers use. Each call hands out
+/// another port, so tests running in parallel never pick the same one before binding it.
+fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let offset = std::process::id() as usize % 500;
+    (0..1000)
+        .map(|_| 21000 + ((offset + NEXT.fetch_add(1, Ordering::SeqCst)) % 1000) as u16)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 21000-21999")
+}
+
+fn wait_port(port: u16) -> bool {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, made with the
+/// openssl command line for the HTTPS instance.
+struct Tls {
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn make() -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=azurite test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Tls { dir }
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("ca.pem")).unwrap()
+    }
+}
+
+/// An Azurite blob service on a free port, serving a temp directory. Killed on drop.
+struct Azurite {
+    child: Child,
+    /// `http(s)://127.0.0.1:PORT/devstoreaccount1`: path-style, as Azurite serves it.
+    endpoint: String,
+    _data: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Azurite {
+    fn start(tls: Option<&Tls>) -> Option<Azurite> {
+        let bin = azurite_bin();
+        if !require("azurite (npm)", bin.is_some()) {
+            return None;
+        }
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(bin.unwrap());
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("-l")
+            .arg(data.path())
+            .args(["--skipApiVersionCheck", "--disableTelemetry", "--silent"]);
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = tls {
+            cmd.arg("--cert").arg(tls.dir.path().join("cert.pem"));
+            cmd.arg("--key").arg(tls.dir.path().join("key.pem"));
+            cmd.args(["--oauth", "basic"]);
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&tls.ca_pem()).unwrap());
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawning azurite");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let a = Azurite {
+            child,
+            endpoint: format!("{scheme}://127.0.0.1:{port}/{ACCOUNT}"),
+            _data: data,
+            http: http.build().unwrap(),
+        };
+        assert!(wait_port(port), "azurite did not start listening on {port}");
+        Some(a)
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap()
+    }
+
+    /// Creates containers and blobs with an account SAS of our own (not the worker's
+    /// signer).
+    async fn put(&self, container: &str, name: &str, body: &[u8]) {
+        let sas = account_sas("racwdl", SystemTime::now() + Duration::from_secs(3600));
+        let c = self
+            .http
+            .put(format!("{}/{container}?restype=container&{sas}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(c.status().as_u16(), 201 | 409), "creating {container}: {}", c.status());
+        let r = self
+            .http
+            .put(format!("{}/{container}/{}?{sas}", self.endpoint, encode_name(name)))
+            .header("x-ms-blob-type", "BlockBlob")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "uploading {name}");
+    }
+
+    async fn seed(&self) {
+        self.put("assets", "img/cat.jpg", CAT).await;
+        for name in AWKWARD.iter().skip(1) {
+            self.put("assets", name, &body_of(name)).await;
+        }
+        self.put("assets", "big.bin", &(0..=255u8).cycle().take(1 << 20).collect::<Vec<_>>()).await;
+        self.put("other", "img/cat.jpg", b"foreign").await;
+    }
+
+    /// The URL a customer would write for a blob.
+    fn url(&self, container: &str, name: &str) -> String {
+        format!("{}/{container}/{}", self.endpoint, encode_name(name))
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each path segment percent-encoded on its own (as a customer's tool would).
+fn encode_name(name: &str) -> String {
+    name.split('/')
+        .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn hmac_b64(key: &[u8], s: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(s.as_bytes());
+    B64.encode(mac.finalize().into_bytes())
+}
+
+fn sas_time(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// An account SAS (sv 2022-11-02) signed with the development key: what a customer's
+/// portal would hand out as a `sas_token`.
+fn account_sas(permissions: &str, expiry: SystemTime) -> String {
+    let se = sas_time(expiry);
+    let sts = format!("{ACCOUNT}\n{permissions}\nb\nsco\n\n{se}\n\nhttps,http\n2022-11-02\n\n");
+    let key = B64.decode(DEV_KEY).unwrap();
+    let q = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    format!(
+        "sv=2022-11-02&ss=b&srt=sco&sp={permissions}&se={}&spr={}&sig={}",
+        q(&se),
+        q("https,http"),
+        q(&hmac_b64(&key, &sts))
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// The Entra token endpoint
+
+/// Answers `POST /{tenant}/oauth2/v2.0/token` with an unsigned JWT for that tenant,
+/// counting the calls and keeping the form bodies it got.
+struct TokenServer {
+    port: u16,
+    calls: Arc<AtomicUsize>,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn jwt(tenant: &str, oid: &str) -> String {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let header = B64URL.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = serde_json::json!({
+        "aud": "https://storage.azure.com", "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": now - 60, "nbf": now - 60, "exp": now + 3600, "oid": oid, "tid": tenant,
+    });
+    let payload = B64URL.encode(claims.to_string());
+    format!("{header}.{payload}.c2lnbmF0dXJlLW5vdC1jaGVja2VkLWJ5LWF6dXJpdGU")
+}
+
+impl TokenServer {
+    fn start() -> TokenServer {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, b) = (calls.clone(), bodies.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut stream) = conn else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let body = String::from_utf8_lossy(&body).into_owned();
+                c.fetch_add(1, Ordering::SeqCst);
+                b.lock().unwrap().push(body.clone());
+                let tenant = request_line.split('/').nth(1).unwrap_or_default().to_owned();
+                let secret_ok = body.contains(&format!("client_secret={PLATFORM_SECRET}"))
+                    || body.contains(&format!("client_secret={CUSTOMER_SECRET}"));
+                let (status, reply) = if request_line.contains("/oauth2/v2.0/token") && secret_ok {
+                    let token = jwt(&tenant, "9d1f1a52-6ab4-4bd4-8f2c-3a6b4a6e0c11");
+                    (
+                        "200 OK",
+                        serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token}),
+                    )
+                } else {
+                    (
+                        "401 Unauthorized",
+                        serde_json::json!({"error": "invalid_client",
+                        "error_description": "AADSTS7000215: Invalid client secret provided. Trace ID: x"}),
+                    )
+                };
+                let reply = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            }
+        });
+        TokenServer { port, calls, bodies }
+    }
+
+    fn authority(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Worlds
+
+struct World {
+    azurite: Azurite,
+    secrets: tempfile::TempDir,
+    temp: tempfile::TempDir,
+    storage: Storage,
+    _tls: Option<Tls>,
+    token: Option<TokenServer>,
+}
+
+impl World {
+    fn work_dir(&self) -> PathBuf {
+        self.temp.path().join("work")
+    }
+
+    fn integration(&self, access: serde_json::Value) -> Integration {
+        serde_json::from_value(serde_json::json!({
+            "id": "int-az", "org_id": "org-1", "provider": "azure", "account": ACCOUNT,
+            "endpoint": self.azurite.endpoint, "containers": ["assets"], "access": access
+        }))
+        .unwrap()
+    }
+
+    fn write_secret(&self, name: &str, value: &str) {
+        std::fs::write(self.secrets.path().join("org-1").join(name), value).unwrap();
+    }
+}
+
+async fn world(https: bool, tune: impl FnOnce(&mut StorageConfig)) -> Option<World> {
+    let tls = https.then(Tls::make);
+    let azurite = Azurite::start(tls.as_ref())?;
+    azurite.seed().await;
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
+    std::fs::write(secrets.path().join("org-1/azure.key"), format!("{DEV_KEY}\n")).unwrap();
+    std::fs::write(secrets.path().join("org-1/app.secret"), CUSTOMER_SECRET).unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let token = https.then(TokenServer::start);
+    // Azurite listens on loopback: the operator's allow-list names it, port included.
+    let mut cfg = config_allowing(&temp.path().join("work"), &format!("127.0.0.1:{}", azurite.port()));
+    cfg.secrets_dir = Some(secrets.path().to_path_buf());
+    if let (Some(tls), Some(token)) = (&tls, &token) {
+        cfg.ca_certificates = vec![tls.ca_pem()];
+        cfg.azure.authority_host = token.authority();
+        cfg.azure.client_id = Some(PLATFORM_APP.into());
+        cfg.azure.credential = Some(AppCredential::Secret(asset_storage::Secret::new(PLATFORM_SECRET)));
+    }
+    tune(&mut cfg);
+    let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
+    let storage = Storage::with_aws_config(cfg, base).unwrap();
+    Some(World { azurite, secrets, temp, storage, _tls: tls, token })
+}
+
+fn account_key() -> serde_json::Value {
+    serde_json::json!({"type": "account_key", "secret_ref": "file:azure.key"})
+}
+
+fn delegated() -> serde_json::Value {
+    serde_json::json!({"type": "iam_delegated", "tenant_id": TENANT})
+}
+
+fn denied_code(err: &StorageError) -> &str {
+    match err {
+        StorageError::AccessDenied { service_code, .. } => service_code,
+        other => panic!("expected access_denied, got {other:?}"),
+    }
+}
+
+/// Good URLs of every awkward name, whole and ranged; nothing left in the temp dir.
+async fn downloads_every_name(w: &World, integration: &Integration) {
+    for name in AWKWARD {
+        let url = w.azurite.url("assets", name);
+        let want = if *name == "img/cat.jpg" { CAT.to_vec() } else { body_of(name) };
+        let asset = w.storage.fetch(integration, &url).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(std::fs::read(asset.path()).unwrap(), want, "{name}");
+        drop(asset);
+        let head = w.storage.fetch_range(integration, &url, Some(ByteRange::Prefix(4))).await.unwrap();
+        assert_eq!(std::fs::read(head.path()).unwrap(), &want[..4], "{name}");
+        assert_eq!(head.bytes_downloaded(), 4, "{name}: a 206 of 4 bytes");
+    }
+    assert!(files_in(&w.work_dir()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// Account key (service SAS) and SAS tokens, on the plain-HTTP instance
+
+#[tokio::test]
+async fn account_key_sas_reads_every_awkward_name_whole_and_ranged() {
+    let Some(w) = world(false, |_| {}).await else { return };
+    let i = w.integration(account_key());
+    downloads_every_name(&w, &i).await;
+
+    // The ranged path: a prefix learns size and ETag, a later span is sent with If-Match.
+    let url = w.azurite.url("assets", "big.bin");
+    let (mut partial, first) = w.storage.open_partial(&i, &url, 4096).await.unwrap();
+    assert_eq!((first, partial.total()), (0..4096, 1 << 20));
+    let span = partial.fetch(500_000..500_100).await.unwrap();
+    assert_eq!(span, 500_000..500_100);
+    let bytes = std::fs::read(partial.path()).unwrap();
+    assert_eq!(bytes[500_000], (500_000 % 256) as u8);
+    assert_eq!(partial.bytes_downloaded(), 4096 + 100);
+
+    let signed = w.storage.presign(&i, &url, None).await.unwrap();
+    assert_eq!(query_param(signed.expose(), "sp").as_deref(), Some("r"));
+    assert_eq!(query_param(signed.expose(), "sr").as_deref(), Some("b"));
+    // Plain HTTP only because the operator admitted this endpoint; https otherwise.
+    assert_eq!(query_param(signed.expose(), "spr").as_deref(), Some("https,http"));
+    let se = query_param(signed.expose(), "se").unwrap();
+    let ttl = chrono_free_parse(&se).duration_since(SystemTime::now()).unwrap();
+    assert!(ttl <= Duration::from_secs(300) && ttl > Duration::from_secs(250), "{ttl:?}");
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` back to a time (the inverse of [`sas_time`], by search).
+fn chrono_free_parse(s: &str) -> SystemTime {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    (now - 86400..now + 86400)
+        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t))
+        .find(|t| sas_time(*t) == s)
+        .expect("a time within a day")
+}
+
+#[tokio::test]
+async fn tampered_other_blob_expired_and_wrong_key_are_refused_by_azurite() {
+    let Some(w) = world(false, |_| {}).await else { return };
+    let i = w.integration(account_key());
+    let url = w.azurite.url("assets", "my photos/été 猫+1.jpg");
+    let signed = w.storage.presign(&i, &url, None).await.unwrap();
+    // The untouched URL works, so the refusals below are the tampering's doing.
+    w.storage.download_signed(&signed, None).await.unwrap();
+
+    let sig = query_param(signed.expose(), "sig").unwrap();
+    let encoded_sig = signed.expose().rsplit("sig=").next().unwrap().to_owned();
+    let flipped = format!("A{}", &encoded_sig[1..]);
+    let tampered = [
+        signed.expose().replace(&encoded_sig, &flipped),
+        signed.expose().replace("%E7%8C%AB", "%E7%8C%AC"),
+        signed.expose().replace("/assets/", "/other/"),
+        signed.expose().replace("sp=r", "sp=rw"),
+    ];
+    for t in tampered {
+        let err = w.storage.download_signed(&SignedUrl::new(t, None), None).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+        assert!(!err.is_retryable());
+        assert_eq!(denied_code(&err), "AuthorizationFailure", "{err}");
+        assert!(!err.to_string().contains(&sig) && !err.to_string().contains(&encoded_sig), "{err}");
+    }
+
+    // Signed 20 minutes ago with the 5-minute TTL: expired 15 minutes ago.
+    let old =
+        w.storage.presign(&i, &url, Some(SystemTime::now() - Duration::from_secs(20 * 60))).await.unwrap();
+    let err = w.storage.download_signed(&old, None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // A key of the right shape that is not the account's.
+    w.write_secret("azure.key", &B64.encode([7u8; 64]));
+    let err = w.storage.fetch(&i, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+    assert_eq!(denied_code(&err), "AuthorizationFailure");
+    w.write_secret("azure.key", "not base64 at all!");
+    let err = w.storage.fetch(&i, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidIntegration, "{err}");
+    assert!(!err.to_string().contains("not base64 at all"), "{err}");
+    assert!(files_in(&w.work_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn a_customer_sas_token_is_used_as_is_once_it_can_read_and_is_current() {
+    let Some(w) = world(false, |_| {}).await else { return };
+    let i = w.integration(serde_json::json!({"type": "sas_token", "secret_ref": "file:customer.sas"}));
+    w.write_secret(
+        "customer.sas",
+        &format!("?{}", account_sas("rl", SystemTime::now() + Duration::from_secs(3600))),
+    );
+    downloads_every_name(&w, &i).await;
+
+    let url = w.azurite.url("assets", "img/cat.jpg");
+    // Write and list only: refused before any request, naming the permission.
+    w.write_secret("customer.sas", &account_sas("wl", SystemTime::now() + Duration::from_secs(3600)));
+    let err = w.storage.fetch(&i, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidIntegration, "{err}");
+    assert!(err.to_string().contains("read permission"), "{err}");
+    // Expired an hour ago.
+    let expired = account_sas("rl", SystemTime::now() - Duration::from_secs(3600));
+    w.write_secret("customer.sas", &expired);
+    let err = w.storage.fetch(&i, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Credentials, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    // A token for another account's key passes our checks and is refused by Azure.
+    let forged = account_sas("rl", SystemTime::now() + Duration::from_secs(3600)).replace("sig=", "sig=x");
+    w.write_secret("customer.sas", &forged);
+    let err = w.storage.fetch(&i, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+    assert!(files_in(&w.work_dir()).is_empty());
+}
+
+#[tokio::test]
+async fn ssrf_guard_and_egress_policy_hold_for_azure() {
+    let Some(w) = world(false, |_| {}).await else { return };
+    let i = w.integration(account_key());
+    let port = w.azurite.port();
+    for url in [
+        "http://169.254.169.254/metadata/identity/oauth2/token".to_owned(),
+        format!("http://localhost:{port}/{ACCOUNT}/assets/img/cat.jpg"),
+        format!("http://127.0.0.2:{port}/{ACCOUNT}/assets/img/cat.jpg"),
+        w.azurite.url("other", "img/cat.jpg"),
+        format!("{}/assets/img/../../other/img/cat.jpg", w.azurite.endpoint),
+        format!("{}/assets/..%2Fother%2Fimg/cat.jpg", w.azurite.endpoint),
+        format!("https://{ACCOUNT}.blob.core.windows.net/assets/img/cat.jpg"),
+        "s3://assets/img/cat.jpg".to_owned(),
+    ] {
+        let err = w.storage.fetch(&i, &url).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UrlNotInStorage, "{url}: {err}");
+    }
+    // The same endpoint without the operator's allow-list: refused before connecting.
+    let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
+    let strict =
+        Storage::with_aws_config(storage_support::config(&w.temp.path().join("strict")), base).unwrap();
+    let err = strict.fetch(&i, &w.azurite.url("assets", "img/cat.jpg")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::EndpointNotAllowed, "{err}");
+}
+
+// ---------------------------------------------------------------------------------
+// User delegation keys, on the HTTPS instance with --oauth basic
+
+#[tokio::test]
+async fn delegated_access_takes_one_token_and_one_key_for_24_concurrent_fetches() {
+    let Some(w) = world(true, |_| {}).await else { return };
+    let i = w.integration(delegated());
+    let url = w.azurite.url("assets", "my photos/été 猫+1.jpg");
+    let fetches = (0..24).map(|_| {
+        let (storage, i, url) = (w.storage.clone(), i.clone(), url.clone());
+        tokio::spawn(async move { storage.fetch(&i, &url).await.map(|a| std::fs::read(a.path()).unwrap()) })
+    });
+    for r in futures::future::join_all(fetches).await {
+        assert_eq!(r.unwrap().unwrap(), body_of("my photos/été 猫+1.jpg"));
+    }
+    let token = w.token.as_ref().unwrap();
+    assert_eq!(token.calls(), 1, "token requests");
+    assert_eq!(w.storage.azure_token_calls(), 1);
+    assert_eq!(w.storage.azure_key_calls(), 1);
+    // The platform's application, for the integration's tenant, with its own secret.
+    let body = token.bodies.lock().unwrap()[0].clone();
+    assert!(body.contains(&format!("client_id={PLATFORM_APP}")), "{body}");
+    assert!(body.contains("grant_type=client_credentials"), "{body}");
+    assert!(body.contains("scope=https%3A%2F%2Fstorage.azure.com%2F.default"), "{body}");
+
+    downloads_every_name(&w, &i).await;
+    assert_eq!((token.calls(), w.storage.azure_key_calls()), (1, 1), "still cached");
+
+    let signed = w.storage.presign(&i, &url, None).await.unwrap();
+    for p in ["skoid", "sktid", "skt", "ske", "sks", "skv"] {
+        assert!(query_param(signed.expose(), p).is_some(), "{p}");
+    }
+    assert_eq!(query_param(signed.expose(), "sktid").as_deref(), Some(TENANT));
+    // The SAS never outlives the key that signed it.
+    let ske = chrono_free_parse(&query_param(signed.expose(), "ske").unwrap());
+    let se = chrono_free_parse(&query_param(signed.expose(), "se").unwrap());
+    assert!(se < ske);
+
+    // Tampered signature, another oid, another blob: Azurite recomputes and refuses.
+    let encoded_sig = signed.expose().rsplit("sig=").next().unwrap().to_owned();
+    let oid = query_param(signed.expose(), "skoid").unwrap();
+    for t in [
+        signed.expose().replace(&encoded_sig, &format!("A{}", &encoded_sig[1..])),
+        signed.expose().replace(&oid, "00000000-0000-0000-0000-000000000000"),
+        signed.expose().replace("/assets/", "/other/"),
+    ] {
+        let err = w.storage.download_signed(&SignedUrl::new(t, None), None).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+        assert_eq!(denied_code(&err), "AuthorizationFailure", "{err}");
+    }
+    let old =
+        w.storage.presign(&i, &url, Some(SystemTime::now() - Duration::from_secs(20 * 60))).await.unwrap();
+    let err = w.storage.download_signed(&old, None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AccessDenied, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn a_customer_service_principal_gets_its_own_token_and_a_bad_secret_is_credentials() {
+    let Some(w) = world(true, |_| {}).await else { return };
+    let i = w.integration(serde_json::json!({
+        "type": "service_principal", "tenant_id": TENANT, "client_id": CUSTOMER_APP, "secret_ref": "file:app.secret"
+    }));
+    downloads_every_name(&w, &i).await;
+    let token = w.token.as_ref().unwrap();
+    assert_eq!(token.calls(), 1);
+    let body = token.bodies.lock().unwrap()[0].clone();
+    assert!(body.contains(&format!("client_id={CUSTOMER_APP}")), "{body}");
+
+    // Another integration whose secret Entra refuses: `credentials`, without Entra's text.
+    let mut bad = i.clone();
+    if let Integration::Azure(a) = &mut bad {
+        a.id = "int-az-2".into();
+        a.access = asset_core::AzureAccess::ServicePrincipal {
+            tenant_id: TENANT.into(),
+            client_id: CUSTOMER_APP.into(),
+            secret_ref: "file:wrong.secret".into(),
+        };
+    }
+    w.write_secret("wrong.secret", "not-the-secret-of-this-app");
+    let err = w.storage.fetch(&bad, &w.azurite.url("assets", "img/cat.jpg")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Credentials, "{err}");
+    assert!(err.to_string().contains("invalid_client"), "{err}");
+    assert!(!err.to_string().contains("AADSTS") && !err.to_string().contains("not-the-secret"), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn delegated_access_without_a_platform_application_is_credentials() {
+    let Some(w) = world(true, |c| c.azure.client_id = None).await else { return };
+    let err = w
+        .storage
+        .fetch(&w.integration(delegated()), &w.azurite.url("assets", "img/cat.jpg"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Credentials, "{err}");
+    assert!(err.to_string().contains("AZURE_CLIENT_ID"), "{err}");
+    assert_eq!(w.token.as_ref().unwrap().calls(), 0);
+}
+
+#[tokio::test]
+async fn trace_logs_of_every_azure_access_hold_no_secret() {
+    let Some(w) = world(true, |_| {}).await else { return };
+    let logs = Logs::capture();
+    let url = w.azurite.url("assets", "img/cat.jpg");
+    let delegated = w.integration(delegated());
+    let keyed = w.integration(account_key());
+    let mut seen = Vec::new();
+    for i in [&delegated, &keyed] {
+        let signed = w.storage.presign(i, &url, None).await.unwrap();
+        w.storage.fetch(i, &url).await.unwrap().delete().unwrap();
+        let (mut partial, _) = w.storage.open_partial(i, &url, 4096).await.unwrap();
+        partial.fetch(0..10).await.unwrap();
+        let bad = SignedUrl::new(signed.expose().replace("img/cat", "img/dog"), None);
+        let err = w.storage.download_signed(&bad, None).await.unwrap_err();
+        tracing::info!(error = %err, debug = ?err, url = ?signed, "what a caller might log");
+        seen.push(signed);
+    }
+    let ud = &seen[0];
+    // Azurite derives the user delegation key from the fields the SAS carries.
+    let p = |n| query_param(ud.expose(), n).unwrap();
+    let udk_sts = [p("skoid"), p("sktid"), p("skt"), p("ske"), "b".into(), p("skv")].join("\n");
+    let udk = hmac_b64(b"azurite-user-delegation-signing-seed-v1", &udk_sts);
+    // Every token the server hands out ends in this segment.
+    let bearer_tail = jwt(TENANT, "x").rsplit('.').next().unwrap().to_owned();
+    let text = logs.text();
+    assert!(text.contains("getting a user delegation key"), "the capture saw nothing:\n{text}");
+    let (ud_sig, key_sig) = (p("sig"), query_param(seen[1].expose(), "sig").unwrap());
+    let encoded = |u: &SignedUrl| u.expose().rsplit("sig=").next().unwrap().to_owned();
+    let (ud_sig_q, key_sig_q) = (encoded(&seen[0]), encoded(&seen[1]));
+    logs.assert_free_of(&[
+        ("account key", DEV_KEY),
+        ("platform client secret", PLATFORM_SECRET),
+        ("user delegation key", &udk),
+        ("bearer token", &bearer_tail),
+        ("user delegation SAS signature", &ud_sig),
+        ("service SAS signature", &key_sig),
+        ("user delegation SAS signature, encoded", &ud_sig_q),
+        ("service SAS signature, encoded", &key_sig_q),
+        ("signed URL", seen[0].expose()),
+        ("signed URL", seen[1].expose()),
+    ]);
+}

@@ -135,7 +135,7 @@ fn timings() -> BTreeMap<String, u64> {
     BTreeMap::from([("download".into(), 5), ("probe".into(), 1), ("total".into(), 6)])
 }
 
-pub const PROBE_FIELDS: [&str; 17] = [
+pub const PROBE_FIELDS: [&str; 18] = [
     "data_type",
     "mime",
     "size_bytes",
@@ -153,6 +153,7 @@ pub const PROBE_FIELDS: [&str; 17] = [
     "line_count",
     "encoding",
     "modality",
+    "browser_playable",
 ];
 
 async fn latest(rb: &dyn ReadBack, asset_id: &str) -> Record {

@@ -53,7 +53,6 @@ fn redelivered_jobs(log: &str) -> usize {
 }
 
 #[tokio::test]
-#[ignore = "not yet run green on the shared machine; run with --ignored"]
 async fn the_queue_leaders_node_dies_mid_run_and_both_replicas_fail_over() {
     if !services_up() {
         return;

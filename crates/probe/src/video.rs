@@ -171,6 +171,19 @@ fn read_block<R: Read + Seek>(
     Ok(buf)
 }
 
+/// Little-endian integers at `at` in a header the walkers read (AVI, ASF); `None` past its end.
+pub(super) fn le_u16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
+}
+
+pub(super) fn le_u32(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
+pub(super) fn le_u64(d: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(d.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,9 @@ use std::io::{Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
-use super::{AudioStream, Streams, VideoStream, frames_from, io_or_truncated, read_block};
+use super::{
+    AudioStream, Streams, VideoStream, frames_from, io_or_truncated, le_u16, le_u32, le_u64, read_block,
+};
 use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
@@ -232,18 +234,6 @@ fn audio_codec(tag: u16) -> &'static str {
         0x00FF | 0x1610 => "aac",
         _ => "unknown",
     }
-}
-
-fn le_u16(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
-}
-
-fn le_u32(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
-}
-
-fn le_u64(d: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 #[cfg(test)]

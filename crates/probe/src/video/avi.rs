@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
-use super::{AudioStream, Streams, VideoStream, io_or_truncated, read_block};
+use super::{AudioStream, Streams, VideoStream, io_or_truncated, le_u16, le_u32, read_block};
 use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
@@ -77,14 +77,6 @@ fn chunks(mut data: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
         data = &data[end.saturating_add(size & 1).min(data.len())..];
         Some((id, body))
     })
-}
-
-fn le_u16(d: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(d.get(at..at.checked_add(2)?)?.try_into().ok()?))
-}
-
-fn le_u32(d: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 #[derive(Debug, Default)]

@@ -77,7 +77,8 @@ pub struct PipelineArgs {
 }
 
 /// The worker's own cloud identities and trust, never taken from a job: the platform's
-/// Entra application (Azure `iam_delegated` access) and extra CA certificates.
+/// The clouds' platform settings: the GCS org binding and signBlob endpoint, the Entra
+/// application (Azure `iam_delegated` access), extra CA certificates.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CloudArgs {
     /// The platform's multi-tenant Entra application (client id) that customers consent
@@ -102,6 +103,17 @@ pub struct CloudArgs {
     /// roots (on-premises storage with a private CA).
     #[arg(long, env = "STORAGE_CA_FILE")]
     pub storage_ca_file: Option<PathBuf>,
+
+    /// What a GCS `iam_delegated` service account's name must contain (`{org}`: the org
+    /// id, `{org_hash}`: the first 10 hex digits of its SHA-256). Unset: every keyless
+    /// GCS integration is refused. The worker's own Google identity comes from the
+    /// standard chain (GOOGLE_APPLICATION_CREDENTIALS, else the metadata server).
+    #[arg(long, env = "GCS_SERVICE_ACCOUNT_ORG_TOKEN")]
+    pub gcs_service_account_org_token: Option<String>,
+
+    /// Base URL of Google's IAM Credentials API (`signBlob`; tests, private endpoints).
+    #[arg(long, env = "GCS_IAM_ENDPOINT", default_value = "https://iamcredentials.googleapis.com")]
+    pub gcs_iam_endpoint: String,
 }
 
 fn parse_secret(s: &str) -> Result<Secret, String> {
@@ -136,6 +148,13 @@ impl CloudArgs {
                 "AZURE_CLIENT_ID (--azure-client-id) goes with AZURE_CLIENT_SECRET or AZURE_FEDERATED_TOKEN_FILE"
             );
         }
+        // GOOGLE_APPLICATION_CREDENTIALS and GCE_METADATA_HOST: Google's standard chain,
+        // read as its libraries do; the rest are this worker's settings.
+        storage.gcs = asset_storage::GcsSettings {
+            iam_endpoint: self.gcs_iam_endpoint.clone(),
+            service_account_org_token: self.gcs_service_account_org_token.clone().filter(|t| !t.is_empty()),
+            ..asset_storage::GcsSettings::from_env()
+        };
         storage.azure = AzureSettings {
             authority_host: self.azure_authority_host.trim_end_matches('/').to_owned(),
             client_id,
@@ -209,9 +228,6 @@ impl PipelineArgs {
             secrets_dir: self.secrets_dir.clone(),
             org_secrets: OrgSecrets::from_env(),
             allowed_endpoints: parse_allowed_endpoints(self.allowed_endpoints.as_deref())?,
-            // GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST, GCS_IAM_ENDPOINT,
-            // GCS_SERVICE_ACCOUNT_ORG_TOKEN: the operator's, never a job's.
-            gcs: asset_storage::GcsSettings::from_env(),
             ..StorageConfig::default()
         };
         self.cloud.apply(&mut storage)?;
@@ -683,6 +699,20 @@ mod tests {
         assert!(!c.pipeline.storage.allowed_endpoints.is_empty());
         let e = err(&["--allowed-endpoints", "http://minio.corp:9000"]);
         assert!(e.contains("ALLOWED_ENDPOINTS") && e.contains("minio.corp"), "{e}");
+    }
+
+    #[test]
+    fn gcs_org_binding_and_sign_blob_endpoint_are_settings() {
+        let c = resolve(&["--gcs-service-account-org-token", "mw-{org}-"]).unwrap();
+        assert_eq!(c.pipeline.storage.gcs.service_account_org_token.as_deref(), Some("mw-{org}-"));
+        assert_eq!(c.pipeline.storage.gcs.iam_endpoint, "https://iamcredentials.googleapis.com");
+        let c = resolve(&["--gcs-service-account-org-token", "", "--gcs-iam-endpoint", "http://127.0.0.1:9"])
+            .unwrap();
+        assert_eq!(
+            c.pipeline.storage.gcs.service_account_org_token, None,
+            "empty is unset: keyless GCS refused"
+        );
+        assert_eq!(c.pipeline.storage.gcs.iam_endpoint, "http://127.0.0.1:9");
     }
 
     #[test]

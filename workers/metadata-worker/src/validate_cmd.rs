@@ -45,9 +45,6 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         secrets_dir: args.secrets_dir,
         org_secrets: OrgSecrets::from_env(),
         allowed_endpoints: parse_allowed_endpoints(args.allowed_endpoints.as_deref())?,
-        // GOOGLE_APPLICATION_CREDENTIALS, GCE_METADATA_HOST, GCS_IAM_ENDPOINT,
-        // GCS_SERVICE_ACCOUNT_ORG_TOKEN: the operator's, never a job's.
-        gcs: asset_storage::GcsSettings::from_env(),
         ..StorageConfig::default()
     };
     args.cloud.apply(&mut config)?;

@@ -56,8 +56,9 @@ impl Default for GcsSettings {
 }
 
 impl GcsSettings {
-    /// The standard variables: `GOOGLE_APPLICATION_CREDENTIALS`, `GCE_METADATA_HOST`,
-    /// `GCS_IAM_ENDPOINT`, `GCS_SERVICE_ACCOUNT_ORG_TOKEN`.
+    /// Google's standard credential chain variables, as its client libraries read them:
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, `GCE_METADATA_HOST`. The worker's own settings
+    /// (`GCS_IAM_ENDPOINT`, `GCS_SERVICE_ACCOUNT_ORG_TOKEN`) are flags of its config.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let d = GcsSettings::default();
@@ -66,8 +67,7 @@ impl GcsSettings {
             metadata_endpoint: var("GCE_METADATA_HOST")
                 .map(|h| if h.contains("://") { h } else { format!("http://{h}") })
                 .unwrap_or(d.metadata_endpoint),
-            iam_endpoint: var("GCS_IAM_ENDPOINT").unwrap_or(d.iam_endpoint),
-            service_account_org_token: var("GCS_SERVICE_ACCOUNT_ORG_TOKEN"),
+            ..d
         }
     }
 }

@@ -31,12 +31,27 @@ moto_bin() {
   echo "$venv/bin/moto_server"
 }
 
+# moto's server answers every request with permissive CORS headers of its own unless
+# MOTO_DISABLE_GLOBAL_CORS is set; validate-storage's CORS check needs S3's behaviour
+# (the bucket's rules), so a moto running with them on is refused, not used.
+moto_global_cors() {
+  local reply
+  reply="$(exec 3<>"/dev/tcp/127.0.0.1/$MOTO_PORT" && printf 'OPTIONS /moto-cors-probe HTTP/1.0\r\nHost: 127.0.0.1\r\nOrigin: https://probe.invalid\r\nAccess-Control-Request-Method: GET\r\n\r\n' >&3 && timeout 5 cat <&3)" || return 1
+  grep -qi '^access-control-allow-origin' <<<"$reply"
+}
+
 ensure_moto() {
-  port_open "$MOTO_PORT" && return 0
+  if port_open "$MOTO_PORT"; then
+    if moto_global_cors; then
+      echo "services: the moto on 127.0.0.1:$MOTO_PORT runs with its global CORS on; stop it (this script restarts it with MOTO_DISABLE_GLOBAL_CORS=true)" >&2
+      return 1
+    fi
+    return 0
+  fi
   local bin
   bin="$(moto_bin)" || return 1
   echo "services: starting moto on 127.0.0.1:$MOTO_PORT" >&2
-  nohup "$bin" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/moto-$MOTO_PORT.log" 2>&1 &
+  MOTO_DISABLE_GLOBAL_CORS=true nohup "$bin" -H 127.0.0.1 -p "$MOTO_PORT" >"${TMPDIR:-/tmp}/moto-$MOTO_PORT.log" 2>&1 &
   wait_port "$MOTO_PORT" 60
 }
 

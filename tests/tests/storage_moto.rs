@@ -113,13 +113,15 @@ async fn setup(endpoint: String) -> Moto {
     }]})
     .to_string();
     let bucket_arn = format!("arn:aws:s3:::{bucket}");
+    // No s3:GetBucketCORS: validate-storage checks CORS as a browser does, with a
+    // preflight that needs no permission.
     let reader = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [format!("{bucket_arn}/*")]},
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketCORS"], "Resource": [bucket_arn]}
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": [&bucket_arn]}
     ]})
     .to_string();
     let no_get = serde_json::json!({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketCORS"], "Resource": [bucket_arn]}
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": [bucket_arn]}
     ]})
     .to_string();
     let mut roles = Vec::new();
@@ -161,19 +163,6 @@ async fn setup(endpoint: String) -> Moto {
             s3.put_object().bucket(b).key(key).body(b"moto object".to_vec().into()).send().await.unwrap();
         }
     }
-    let rule = aws_sdk_s3::types::CorsRule::builder()
-        .allowed_methods("GET")
-        .allowed_origins(ORIGIN)
-        .allowed_headers("*")
-        .build()
-        .unwrap();
-    s3.put_bucket_cors()
-        .bucket(&bucket)
-        .cors_configuration(aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-
     // From now on every call must be allowed by IAM.
     reset_auth(&http, &endpoint, "0").await;
     let [reader_role, no_get_role] = <[String; 2]>::try_from(roles).unwrap();
@@ -315,21 +304,122 @@ async fn validate_passes_every_check_for_a_good_integration() {
     let temp = tempfile::tempdir().unwrap();
     let storage = storage(&m, temp.path()).await;
     let integration = delegated("aws", None, &m.reader_role, &m.external_id, &[&m.bucket]);
-    let report = storage
-        .validate_access(&integration, &ValidateOptions { key: None, origin: Some(ORIGIN.into()) })
-        .await;
-    assert!(report.ok, "{report:#?}");
+    // No origin: this moto enforces IAM and then cannot answer a browser's preflight
+    // (it has no Authorization header); CORS is checked on a moto of its own below.
+    let report = storage.validate_access(&integration, &ValidateOptions::default()).await;
+    all_ok_but_cors_unset(&report);
     let names: Vec<CheckName> = report.checks.iter().map(|c| c.name).collect();
     use CheckName::*;
     assert_eq!(names, [Credentials, AssumeRole, Bucket, Read, Region, Cors]);
 
     // A named key with a space, read through header-signed GetObject.
-    let opts = ValidateOptions { key: Some("docs/my file.txt".into()), origin: Some(ORIGIN.into()) };
-    let report = storage.validate_access(&integration, &opts).await;
-    assert!(report.ok, "{report:#?}");
-    let opts = ValidateOptions { key: Some("docs/missing.txt".into()), origin: Some(ORIGIN.into()) };
+    let opts = ValidateOptions { key: Some("docs/my file.txt".into()), origin: None };
+    all_ok_but_cors_unset(&storage.validate_access(&integration, &opts).await);
+    let opts = ValidateOptions { key: Some("docs/missing.txt".into()), origin: None };
     let report = storage.validate_access(&integration, &opts).await;
     assert_eq!(check(&report, Read, &m.bucket).code.as_deref(), Some("not_found"), "{report:#?}");
+}
+
+/// Every check passed but CORS, which had no origin to check against.
+fn all_ok_but_cors_unset(report: &ValidationReport) {
+    for c in &report.checks {
+        match c.name {
+            CheckName::Cors => assert_eq!(c.code.as_deref(), Some("cors_origin_unset"), "{report:#?}"),
+            _ => assert!(c.ok, "{report:#?}"),
+        }
+    }
+}
+
+/// CORS as a browser meets it, on a moto of the test's own (S3's bucket rules, preflights
+/// unauthenticated as on AWS): a bucket whose rule allows the origin passes, one without
+/// rules is `cors_missing`, another origin or a rule without GET is refused, each in one
+/// sentence. No permission beyond reading is needed.
+#[tokio::test]
+async fn cors_is_checked_as_a_browser_meets_it() {
+    let Some(own) = storage_support::OwnMoto::start() else { return };
+    let (key, secret) = ("AKIAOWNMOTOCORS00001", "own-moto-cors-secret-key-0000000000000000");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&storage_support::base_config(&own.endpoint, key, secret).await)
+            .force_path_style(true)
+            .build(),
+    );
+    for bucket in ["with-rules", "without-rules"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+        s3.put_object()
+            .bucket(bucket)
+            .key("my photos/cat (1).jpg")
+            .body(b"cat".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let set_rules = |methods: &'static [&'static str]| {
+        let s3 = s3.clone();
+        async move {
+            let mut rule = aws_sdk_s3::types::CorsRule::builder().allowed_origins(ORIGIN);
+            for m in methods {
+                rule = rule.allowed_methods(*m);
+            }
+            let rules = aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule.build().unwrap());
+            s3.put_bucket_cors()
+                .bucket("with-rules")
+                .cors_configuration(rules.build().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    set_rules(&["GET", "HEAD"]).await;
+
+    let temp = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
+    std::fs::write(secrets.path().join("org-1/moto.key"), secret).unwrap();
+    let mut cfg = config_allowing(temp.path(), storage_support::authority(&own.endpoint));
+    cfg.secrets_dir = Some(secrets.path().to_path_buf());
+    let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
+    let storage = Storage::with_aws_config(cfg, base).unwrap();
+    let integration: Integration = serde_json::from_value(serde_json::json!({
+        "id": "int-cors", "org_id": "org-1", "provider": "s3_compatible", "endpoint": own.endpoint,
+        "buckets": ["with-rules", "without-rules"],
+        "access": {"type": "iam_user", "access_key_id": key, "secret_ref": "file:moto.key"}
+    }))
+    .unwrap();
+    let validate = |origin: Option<&str>| {
+        let opts = ValidateOptions { key: None, origin: origin.map(str::to_owned) };
+        let (storage, integration) = (&storage, &integration);
+        async move { storage.validate_access(integration, &opts).await }
+    };
+    let cors = |report: &ValidationReport, bucket: &str| {
+        let c = check(report, CheckName::Cors, &format!("bucket {bucket}"));
+        (c.code.clone(), c.message.clone())
+    };
+    let one_sentence =
+        |m: &str| m.ends_with('.') && !m.contains(['{', '<', '\n']) && !m.contains("Signature");
+
+    let report = validate(Some(ORIGIN)).await;
+    assert!(check(&report, CheckName::Read, "without-rules").ok, "{report:#?}");
+    let (code, message) = cors(&report, "with-rules");
+    assert_eq!(code, None, "{message}");
+    assert!(message.contains(ORIGIN), "{message}");
+    let (code, message) = cors(&report, "without-rules");
+    assert_eq!(code.as_deref(), Some("cors_missing"), "{message}");
+    assert!(one_sentence(&message), "{message}");
+
+    // Another origin: the rule refuses the preflight (403).
+    let (code, message) = cors(&validate(Some("https://evil.example")).await, "with-rules");
+    assert_eq!(code.as_deref(), Some("cors_origin_not_allowed"), "{message}");
+    assert!(message.contains("https://evil.example") && message.contains("HTTP 403"), "{message}");
+    assert!(one_sentence(&message), "{message}");
+
+    // The origin, but only PUT allowed.
+    set_rules(&["PUT"]).await;
+    let (code, message) = cors(&validate(Some(ORIGIN)).await, "with-rules");
+    assert_eq!(code.as_deref(), Some("cors_origin_not_allowed"), "{message}");
+    assert!(one_sentence(&message), "{message}");
+
+    // No origin: nothing to check against, said so.
+    assert_eq!(cors(&validate(None).await, "with-rules").0.as_deref(), Some("cors_origin_unset"));
 }
 
 #[tokio::test]
@@ -340,8 +430,7 @@ async fn validate_reports_each_failure_with_its_code() {
 
     // The role may list but not read: the read check is denied.
     let no_get = delegated("aws", None, &m.no_get_role, &m.external_id, &[&m.bucket]);
-    let report =
-        storage.validate_access(&no_get, &ValidateOptions { key: None, origin: Some(ORIGIN.into()) }).await;
+    let report = storage.validate_access(&no_get, &ValidateOptions::default()).await;
     assert!(!report.ok);
     assert!(check(&report, CheckName::AssumeRole, "").ok, "{report:#?}");
     assert!(check(&report, CheckName::Bucket, &m.bucket).ok, "{report:#?}");
@@ -351,7 +440,7 @@ async fn validate_reports_each_failure_with_its_code() {
         "{report:#?}"
     );
 
-    // A bucket outside the role's policy, a wrong region, an origin CORS does not allow.
+    // A bucket outside the role's policy, a wrong region.
     let mut v = serde_json::to_value(delegated(
         "aws",
         None,
@@ -362,8 +451,7 @@ async fn validate_reports_each_failure_with_its_code() {
     .unwrap();
     v["region"] = "eu-west-1".into();
     let integration: Integration = serde_json::from_value(v).unwrap();
-    let opts = ValidateOptions { key: None, origin: Some("https://evil.example".into()) };
-    let report = storage.validate_access(&integration, &opts).await;
+    let report = storage.validate_access(&integration, &ValidateOptions::default()).await;
     assert!(!report.ok);
     assert!(check(&report, CheckName::Bucket, &m.bucket).ok, "{report:#?}");
     assert_eq!(
@@ -376,9 +464,10 @@ async fn validate_reports_each_failure_with_its_code() {
         Some("region_mismatch"),
         "{report:#?}"
     );
+    // Nothing listed in the bucket outside the policy: no object to check CORS on.
     assert_eq!(
-        check(&report, CheckName::Cors, &m.bucket).code.as_deref(),
-        Some("cors_origin_not_allowed"),
+        check(&report, CheckName::Cors, &m.other_bucket).code.as_deref(),
+        Some("cors_origin_unset"),
         "{report:#?}"
     );
 
@@ -411,7 +500,7 @@ async fn validate_storage_command_prints_json_and_sets_the_exit_status() {
     let Some(m) = moto().await else { return };
     let bin = worker_binary();
     let dir = tempfile::tempdir().unwrap();
-    let run = |integration: &Integration, extra: &[&str]| {
+    let run = |integration: &Integration, extra: &[&str], env: &[(&str, &str)]| {
         let path = dir.path().join("integration.json");
         std::fs::write(&path, serde_json::to_vec(integration).unwrap()).unwrap();
         Command::new(&bin)
@@ -426,41 +515,87 @@ async fn validate_storage_command_prints_json_and_sets_the_exit_status() {
             .env("AWS_SECRET_ACCESS_KEY", &m.base_secret)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("PLATFORM_ORIGIN", ORIGIN)
             .env("TMPDIR", dir.path())
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     };
+    let codes = |stdout: &str| -> Vec<(String, String)> {
+        let json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c.get("code")?.as_str()?.to_owned())))
+            .collect()
+    };
+    let unset = ("cors".to_owned(), "cors_origin_unset".to_owned());
+
+    // The shared moto enforces IAM and cannot answer a preflight: no origin there.
     let good = delegated("aws", None, &m.reader_role, &m.external_id, &[&m.bucket]);
-    let out = run(&good, &["--key", "img/cat.jpg"]);
+    let out = run(&good, &["--key", "img/cat.jpg"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(json["ok"], true);
     let names: Vec<&str> =
         json["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["credentials", "assume_role", "bucket", "read", "region", "cors"]);
     assert!(json["checks"][0].get("code").is_none());
+    assert_eq!(codes(&stdout), std::slice::from_ref(&unset), "{stdout}");
 
     let bad = delegated("aws", None, &m.no_get_role, &m.external_id, &[&m.bucket]);
-    let out = run(&bad, &["--origin", "https://evil.example"]);
+    let out = run(&bad, &[], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(json["ok"], false);
-    let codes: Vec<(&str, &str)> = json["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| Some((c["name"].as_str()?, c.get("code")?.as_str()?)))
-        .collect();
-    assert_eq!(codes, [("read", "access_denied"), ("cors", "cors_origin_not_allowed")], "{stdout}");
+    assert_eq!(codes(&stdout), [("read".to_owned(), "access_denied".to_owned()), unset], "{stdout}");
     for secret in [&m.base_secret, &m.external_id] {
         assert!(
             !stdout.contains(secret.as_str())
                 && !String::from_utf8_lossy(&out.stderr).contains(secret.as_str())
         );
     }
+
+    // Every check passing, CORS included (PLATFORM_ORIGIN), on a moto of the test's own:
+    // exit status 0.
+    let Some(own) = storage_support::OwnMoto::start() else { return };
+    let (key, secret) = ("AKIAOWNMOTOCLI000001", "own-moto-cli-secret-key-00000000000000000");
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&storage_support::base_config(&own.endpoint, key, secret).await)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket("cli-bucket").send().await.unwrap();
+    s3.put_object().bucket("cli-bucket").key("a b.jpg").body(b"x".to_vec().into()).send().await.unwrap();
+    let rule = aws_sdk_s3::types::CorsRule::builder().allowed_origins(ORIGIN).allowed_methods("GET");
+    let rules = aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule.build().unwrap());
+    s3.put_bucket_cors()
+        .bucket("cli-bucket")
+        .cors_configuration(rules.build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
+    std::fs::write(secrets.path().join("org-1/moto.key"), secret).unwrap();
+    let own_integration: Integration = serde_json::from_value(serde_json::json!({
+        "id": "int-cli", "org_id": "org-1", "provider": "s3_compatible", "endpoint": own.endpoint,
+        "buckets": ["cli-bucket"],
+        "access": {"type": "iam_user", "access_key_id": key, "secret_ref": "file:moto.key"}
+    }))
+    .unwrap();
+    let out = run(
+        &own_integration,
+        &[],
+        &[
+            ("PLATFORM_ORIGIN", ORIGIN),
+            ("SECRETS_DIR", secrets.path().to_str().unwrap()),
+            ("ALLOWED_ENDPOINTS", storage_support::authority(&own.endpoint)),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(codes(&stdout), [], "{stdout}");
+    assert!(!stdout.contains(secret) && !String::from_utf8_lossy(&out.stderr).contains(secret));
 }
 
 #[tokio::test]

@@ -5,6 +5,10 @@
 
 use asset_core::{Access, Integration, S3Integration};
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use reqwest::header::{
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_METHOD, HeaderMap,
+    ORIGIN, RANGE,
+};
 use serde::Serialize;
 
 use crate::Storage;
@@ -12,6 +16,7 @@ use crate::credentials::{Purpose, base_identity, classify_sdk_error};
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, check_key_segments};
 use crate::retry::with_retry;
+use crate::secret::SignedUrl;
 use crate::source::{LocalSource, ObjectSource, S3Source};
 use crate::validate::is_known_aws_region;
 
@@ -29,12 +34,10 @@ pub enum CheckName {
     SignBlob,
     /// Azure: Get User Delegation Key with the integration's Entra token.
     UserDelegationKey,
-    /// Azure: the container exists and can be listed.
-    Container,
 }
 
 /// One verdict. `code` is an `ErrorCode` string, or one of `region_mismatch`,
-/// `cors_missing`, `cors_origin_not_allowed`, `cors_origin_unset`.
+/// `cors_missing`, `cors_origin_not_allowed`, `cors_origin_unset`, `cors_not_checked`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub name: CheckName,
@@ -179,6 +182,7 @@ impl Storage {
             };
 
             let key = if index == 0 { opts.key.clone().or(first_key) } else { first_key };
+            let mut signed = None;
             match key {
                 None => checks.push(fail(
                     CheckName::Read,
@@ -209,11 +213,17 @@ impl Storage {
                             format!("{bucket}/{key}: {e}"),
                         )),
                     }
+                    // The URL the platform would hand a browser, read or not: CORS is
+                    // answered before (and apart from) the object's permissions.
+                    let loc = ObjectLocation { bucket: bucket.clone(), key };
+                    signed = source.presign(&loc, None).await.ok();
                 }
             }
 
             checks.push(self.check_region(&client, s, aws, bucket).await);
-            checks.push(check_cors(&client, retry, bucket, opts.origin.as_deref()).await);
+            checks.push(
+                self.cors_check(signed.as_ref(), &format!("bucket {bucket}"), opts.origin.as_deref()).await,
+            );
         }
     }
 
@@ -252,56 +262,99 @@ impl Storage {
     }
 }
 
-async fn check_cors(
-    client: &aws_sdk_s3::Client,
-    retry: &crate::config::RetryConfig,
-    bucket: &str,
-    origin: Option<&str>,
-) -> Check {
-    let Some(origin) = origin else {
-        return fail(
-            CheckName::Cors,
-            "cors_origin_unset",
-            "no platform origin to check against (--origin or PLATFORM_ORIGIN)",
-        );
-    };
-    let cors = with_retry(retry, "get_bucket_cors", |_| async {
-        match client.get_bucket_cors().bucket(bucket).send().await {
-            Ok(o) => Ok(Some(o.cors_rules().to_vec())),
-            Err(e) if e.code() == Some("NoSuchCORSConfiguration") => Ok(None),
-            Err(e) => Err(classify_sdk_error("s3", e)),
+impl Storage {
+    /// CORS as a browser meets it, the same for every provider: an `OPTIONS` preflight
+    /// on a signed object URL with `Origin` and `Access-Control-Request-Method: GET`,
+    /// then a `GET` with `Origin`, each answer's `Access-Control-Allow-*` headers compared
+    /// with the platform's origin. It holds whatever configures CORS on the server
+    /// (bucket rules on S3 and GCS, account rules on Azure, server-wide on MinIO).
+    /// `place` names what is checked ("bucket b", "container c"); `signed` is an object
+    /// URL the read check signed, or none when there was nothing to read.
+    pub(crate) async fn cors_check(
+        &self,
+        signed: Option<&SignedUrl>,
+        place: &str,
+        origin: Option<&str>,
+    ) -> Check {
+        let Some(origin) = origin else {
+            return fail(
+                CheckName::Cors,
+                "cors_origin_unset",
+                format!(
+                    "No platform origin was given to check the CORS of {place} against (pass --origin or set \
+                     PLATFORM_ORIGIN)."
+                ),
+            );
+        };
+        let Some(url) = signed else {
+            return fail(
+                CheckName::Cors,
+                "cors_not_checked",
+                format!(
+                    "CORS of {place} was not checked: it needs an object to sign, and the read check had none."
+                ),
+            );
+        };
+        let downloader = &self.inner.downloader;
+        let (status, headers) = match downloader
+            .preflight(url, &[(ORIGIN, origin), (ACCESS_CONTROL_REQUEST_METHOD, "GET")])
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return failed(CheckName::Cors, &e),
+        };
+        if !status.is_success() {
+            return fail(
+                CheckName::Cors,
+                "cors_origin_not_allowed",
+                format!(
+                    "The CORS rules of {place} refuse a browser at {origin}: the preflight OPTIONS request was \
+                     answered HTTP {}.",
+                    status.as_u16()
+                ),
+            );
         }
-    })
-    .await;
-    match cors {
-        Err(e) => fail(CheckName::Cors, e.code().as_str(), format!("bucket {bucket}: {e}")),
-        Ok(None) => {
-            fail(CheckName::Cors, "cors_missing", format!("bucket {bucket} has no CORS configuration"))
+        if let Some(refused) = cors_verdict(&headers, place, origin, "the preflight OPTIONS request") {
+            return refused;
         }
-        Ok(Some(rules)) => {
-            let allowed = rules.iter().any(|r| {
-                r.allowed_methods().iter().any(|m| m.eq_ignore_ascii_case("GET"))
-                    && r.allowed_origins().iter().any(|o| origin_matches(o, origin))
-            });
-            if allowed {
-                pass(CheckName::Cors, format!("bucket {bucket} allows GET from {origin}"))
-            } else {
-                fail(
-                    CheckName::Cors,
-                    "cors_origin_not_allowed",
-                    format!("no CORS rule of bucket {bucket} allows GET from {origin}"),
-                )
-            }
+        let get_allowed = headers
+            .get(ACCESS_CONTROL_ALLOW_METHODS)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|m| m.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET") || m.trim() == "*"));
+        if !get_allowed {
+            return fail(
+                CheckName::Cors,
+                "cors_origin_not_allowed",
+                format!("The CORS rules of {place} let a browser at {origin} send requests, but not GET."),
+            );
+        }
+        match downloader.get_small(url, &[(ORIGIN, origin), (RANGE, "bytes=0-0")]).await {
+            Err(e) => failed(CheckName::Cors, &e),
+            Ok((headers, _)) => cors_verdict(&headers, place, origin, "a GET").unwrap_or_else(|| {
+                pass(CheckName::Cors, format!("{place} lets a browser at {origin} GET its objects"))
+            }),
         }
     }
 }
 
-/// S3 CORS origins: exact (case-insensitive), `*`, or one `*` wildcard.
-pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
-    let (p, o) = (pattern.to_ascii_lowercase(), origin.to_ascii_lowercase());
-    match p.split_once('*') {
-        None => p == o,
-        Some((head, tail)) => o.len() >= head.len() + tail.len() && o.starts_with(head) && o.ends_with(tail),
+/// `None` when an answer's `Access-Control-Allow-Origin` admits `origin`, else the failed
+/// check saying how.
+fn cors_verdict(headers: &HeaderMap, place: &str, origin: &str, request: &str) -> Option<Check> {
+    match headers.get(ACCESS_CONTROL_ALLOW_ORIGIN).map(|v| v.to_str().unwrap_or_default()) {
+        Some(allowed) if allowed == "*" || allowed.eq_ignore_ascii_case(origin) => None,
+        Some(_) => Some(fail(
+            CheckName::Cors,
+            "cors_origin_not_allowed",
+            format!("The CORS rules of {place} answer {request} from {origin} for another origin."),
+        )),
+        None => Some(fail(
+            CheckName::Cors,
+            "cors_missing",
+            format!(
+                "No CORS rule of {place} applies to {request} from {origin}: the answer has no \
+                 Access-Control-Allow-Origin."
+            ),
+        )),
     }
 }
 
@@ -315,12 +368,23 @@ mod tests {
     }
 
     #[test]
-    fn cors_origins() {
-        assert!(origin_matches("*", "https://app.example.com"));
-        assert!(origin_matches("https://app.example.com", "https://APP.example.com"));
-        assert!(origin_matches("https://*.example.com", "https://app.example.com"));
-        assert!(!origin_matches("https://*.example.com", "https://example.org"));
-        assert!(!origin_matches("https://app.example.com", "https://app.example.com.evil"));
+    fn cors_answers_are_compared_with_the_origin() {
+        let with = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v.parse().unwrap());
+            }
+            cors_verdict(&h, "bucket b", "https://app.example.com", "a GET")
+                .map(|c| (c.code.unwrap(), c.message))
+        };
+        assert_eq!(with(Some("*")), None);
+        assert_eq!(with(Some("https://APP.example.com")), None);
+        let (code, message) = with(Some("https://app.example.com.evil")).unwrap();
+        assert_eq!(code, "cors_origin_not_allowed");
+        assert!(message.starts_with("The CORS rules of bucket b") && message.ends_with('.'), "{message}");
+        let (code, message) = with(None).unwrap();
+        assert_eq!(code, "cors_missing");
+        assert!(message.starts_with("No CORS rule of bucket b applies to a GET from"), "{message}");
     }
 
     #[test]

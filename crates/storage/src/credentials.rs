@@ -193,7 +193,8 @@ pub(crate) fn session_policy(role_arn: &str, buckets: &[String], purpose: Purpos
     let buckets: Vec<String> = buckets.iter().map(|b| format!("arn:{partition}:s3:::{b}")).collect();
     let bucket_actions: &[&str] = match purpose {
         Purpose::Read => &["s3:ListBucket"],
-        Purpose::Validate => &["s3:ListBucket", "s3:GetBucketLocation", "s3:GetBucketCORS"],
+        // CORS is checked with a browser's preflight, which needs no permission.
+        Purpose::Validate => &["s3:ListBucket", "s3:GetBucketLocation"],
     };
     serde_json::json!({
         "Version": "2012-10-17",

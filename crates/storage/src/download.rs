@@ -325,7 +325,7 @@ impl Downloader {
         &self,
         url: &SignedUrl,
         headers: &[(reqwest::header::HeaderName, &str)],
-    ) -> Result<reqwest::header::HeaderMap, StorageError> {
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap), StorageError> {
         with_retry(&self.retry, "preflight", |_| async {
             self.egress.check_str(url.expose())?;
             let mut req = self.client.request(reqwest::Method::OPTIONS, url.expose());
@@ -338,7 +338,7 @@ impl Downloader {
                 let body = error_body(&mut resp).await;
                 return Err(status_error(status, &body, false));
             }
-            Ok(resp.headers().clone())
+            Ok((status, resp.headers().clone()))
         })
         .await
     }
@@ -397,6 +397,16 @@ pub(crate) fn xml_element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
+/// The text of the first `<name>` element with its entities decoded (`&amp;`, `&#39;`…)
+/// and nothing trimmed: an object name from a listing is the server's, and may hold `&`
+/// or begin with a space. `None` when there is no such element or its text is not valid
+/// XML text.
+pub(crate) fn xml_text(body: &str, name: &str) -> Option<String> {
+    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    quick_xml::escape::unescape(&body[start..end]).ok().map(|t| t.into_owned())
+}
+
 /// The `Code` of an S3/STS XML error body, when it looks like a code. The rest of such
 /// a body (`Message`, and elements that may echo the canonical request with its
 /// signature, credential and token) is the server's free text and is never kept.
@@ -442,6 +452,18 @@ pub(crate) fn status_error(status: StatusCode, body: &str, expired: bool) -> Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_names_are_unescaped_and_kept_whole() {
+        let gcs = "<ListBucketResult><Name>b</Name><Contents><Key>a &amp; b&lt;1&gt;.jpg</Key></Contents></ListBucketResult>";
+        assert_eq!(xml_text(gcs, "Key").as_deref(), Some("a & b<1>.jpg"));
+        // Azure's List Blobs: the first <Name> is the first blob's.
+        let azure = "<EnumerationResults ContainerName=\"assets\"><Blobs><Blob><Name> 100% #1 &amp; a=b, \
+                     (c)!$&apos;&#233;&#x732B;.txt</Name></Blob></Blobs></EnumerationResults>";
+        assert_eq!(xml_text(azure, "Name").as_deref(), Some(" 100% #1 & a=b, (c)!$'é猫.txt"));
+        assert_eq!(xml_text("<ListBucketResult></ListBucketResult>", "Key"), None);
+        assert_eq!(xml_text("<Key>&bogus;</Key>", "Key"), None);
+    }
 
     #[test]
     fn content_ranges_parse() {

@@ -110,6 +110,62 @@ impl Drop for S3s {
     }
 }
 
+/// `MOTO_SERVER`, then the venvs scripts/s3-servers.sh installs moto into, then `PATH`.
+pub fn moto_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    [workspace_root().join(".venv"), home.join(".cache/asset-metadata/venv")]
+        .into_iter()
+        .map(|v| v.join("bin/moto_server"))
+        .find(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|d| Path::new(d).join("moto_server"))
+                .find(|p| p.is_file())
+        })
+}
+
+/// A moto server of the test's own on a free port: S3 as AWS answers it, bucket CORS
+/// rules and unauthenticated preflights included (the shared instance enforces IAM, and
+/// moto then fails every request without an `Authorization` header, preflights and
+/// presigned GETs alike, with a 500). Its own global CORS headers are off, so only a
+/// bucket's rules answer. Killed on drop.
+pub struct OwnMoto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl OwnMoto {
+    pub fn start() -> Option<OwnMoto> {
+        let bin = moto_bin();
+        if !require("moto_server", bin.is_some()) {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new(bin.unwrap())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_DISABLE_GLOBAL_CORS", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning moto_server");
+        let m = OwnMoto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        assert!(wait_port(port), "moto_server did not start listening on {port}");
+        Some(m)
+    }
+}
+
+impl Drop for OwnMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Short backoffs so that retry tests finish fast; the policy is the production one.
 pub fn config(temp_dir: &Path) -> StorageConfig {
     StorageConfig {

@@ -1,20 +1,16 @@
 //! `validate-storage` for Azure integrations, with the same checks and JSON as S3's:
 //! `credentials` (the secret, or an Entra token), `user_delegation_key` (delegated and
-//! service-principal access), then per container `container` (list one blob with a
+//! service-principal access), then per container `bucket` (list one blob with a
 //! list SAS), `read` (the first byte through the SAS the pipeline would use) and `cors`.
-//!
-//! CORS is checked as a browser would meet it, not by reading the account's rules: an
-//! `OPTIONS` preflight on a signed blob URL with `Origin` and
-//! `Access-Control-Request-Method: GET`, then a `GET` with `Origin`, each answer's
-//! `Access-Control-Allow-*` headers compared with the platform's origin.
+//! CORS is the browser preflight every provider shares (`Storage::cors_check`).
 
 use asset_core::{AzureAccess, AzureIntegration};
 use reqwest::StatusCode;
-use reqwest::header::{ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ORIGIN, RANGE};
+use reqwest::header::RANGE;
 
 use crate::Storage;
-use crate::check::{Check, CheckName, ValidateOptions, fail, failed, origin_matches, pass};
-use crate::download::{error_body, error_code, status_error, xml_element};
+use crate::check::{Check, CheckName, ValidateOptions, fail, failed, pass};
+use crate::download::{error_body, status_error, xml_text};
 use crate::error::StorageError;
 use crate::location::{ObjectLocation, check_key_segments};
 use crate::retry::with_retry;
@@ -77,14 +73,14 @@ impl Storage {
             let first = match self.list_one(&source, container).await {
                 Ok(first) => {
                     checks.push(pass(
-                        CheckName::Container,
+                        CheckName::Bucket,
                         format!("container {container} exists and can be listed"),
                     ));
                     first
                 }
                 Err(e) => {
                     checks.push(fail(
-                        CheckName::Container,
+                        CheckName::Bucket,
                         e.code().as_str(),
                         format!("container {container}: {e}"),
                     ));
@@ -119,19 +115,8 @@ impl Storage {
                     }
                 },
             };
-            checks.push(match (opts.origin.as_deref(), signed) {
-                (None, _) => fail(
-                    CheckName::Cors,
-                    "cors_origin_unset",
-                    "no platform origin to check against (--origin or PLATFORM_ORIGIN)",
-                ),
-                (Some(_), None) => fail(
-                    CheckName::Cors,
-                    "cors_not_checked",
-                    format!("container {container}: CORS needs a readable blob to check against"),
-                ),
-                (Some(origin), Some(signed)) => self.check_cors_preflight(&signed, container, origin).await,
-            });
+            let place = format!("container {container}");
+            checks.push(self.cors_check(signed.as_ref(), &place, opts.origin.as_deref()).await);
         }
     }
 
@@ -155,7 +140,7 @@ impl Storage {
             Ok(body)
         })
         .await?;
-        Ok(xml_element(&body, "Name").map(str::to_owned))
+        Ok(xml_text(&body, "Name"))
     }
 
     /// Reads one byte of a blob through the SAS the pipeline would sign; an empty blob
@@ -189,93 +174,5 @@ impl Storage {
         })
         .await?;
         Ok(signed)
-    }
-
-    /// A browser's preflight and GET on a signed blob URL from `origin`.
-    async fn check_cors_preflight(&self, signed: &SignedUrl, container: &str, origin: &str) -> Check {
-        let client = self.inner.downloader.client();
-        if let Err(e) = self.inner.egress.check_str(signed.expose()) {
-            return failed(CheckName::Cors, &e.into());
-        }
-        let allowed = |headers: &reqwest::header::HeaderMap| {
-            headers
-                .get(ACCESS_CONTROL_ALLOW_ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v == "*" || origin_matches(v, origin))
-        };
-        let preflight = client
-            .request(reqwest::Method::OPTIONS, signed.expose())
-            .header(ORIGIN, origin)
-            .header("Access-Control-Request-Method", "GET")
-            .header("Access-Control-Request-Headers", "range")
-            .send()
-            .await;
-        let mut preflight = match preflight {
-            Ok(r) => r,
-            Err(e) => return failed(CheckName::Cors, &from_reqwest(e, "sending a CORS preflight")),
-        };
-        let status = preflight.status();
-        if !status.is_success() {
-            let body = error_body(&mut preflight).await;
-            let code = error_code(&body).unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-            return fail(
-                CheckName::Cors,
-                "cors_origin_not_allowed",
-                format!(
-                    "container {container}: the account's CORS rules refused a browser's GET from {origin} \
-                     (preflight answered {code})"
-                ),
-            );
-        }
-        match allowed(preflight.headers()) {
-            None => {
-                return fail(
-                    CheckName::Cors,
-                    "cors_missing",
-                    format!(
-                        "container {container}: the preflight from {origin} got no Access-Control-Allow-Origin"
-                    ),
-                );
-            }
-            Some(false) => {
-                return fail(
-                    CheckName::Cors,
-                    "cors_origin_not_allowed",
-                    format!("container {container}: the preflight allows another origin than {origin}"),
-                );
-            }
-            Some(true) => {}
-        }
-        let methods_ok = preflight
-            .headers()
-            .get(ACCESS_CONTROL_ALLOW_METHODS)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|m| m.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET")));
-        if !methods_ok {
-            return fail(
-                CheckName::Cors,
-                "cors_origin_not_allowed",
-                format!("container {container}: the preflight from {origin} does not allow GET"),
-            );
-        }
-        let get = client.get(signed.expose()).header(ORIGIN, origin).header(RANGE, "bytes=0-0").send().await;
-        match get {
-            Err(e) => failed(CheckName::Cors, &from_reqwest(e, "sending a GET with Origin")),
-            Ok(r) => match allowed(r.headers()) {
-                Some(true) => {
-                    pass(CheckName::Cors, format!("container {container} allows GET from {origin}"))
-                }
-                Some(false) => fail(
-                    CheckName::Cors,
-                    "cors_origin_not_allowed",
-                    format!("container {container}: a GET from {origin} is answered for another origin"),
-                ),
-                None => fail(
-                    CheckName::Cors,
-                    "cors_missing",
-                    format!("container {container}: a GET from {origin} got no Access-Control-Allow-Origin"),
-                ),
-            },
-        }
     }
 }

@@ -6,16 +6,13 @@
 //! object URL, so it holds for whatever configures CORS on the server.
 
 use asset_core::{GcsAccess, GcsIntegration};
-use reqwest::header::{
-    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
-};
 
 use super::GcsSource;
 use crate::Storage;
 use crate::check::{Check, CheckName, ValidateOptions, fail, failed, pass};
+use crate::download::xml_text;
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, check_key_segments};
-use crate::secret::SignedUrl;
 
 impl Storage {
     pub(crate) async fn validate_gcs(
@@ -103,7 +100,9 @@ impl Storage {
                     checks.push(fail(CheckName::Read, e.code().as_str(), format!("{bucket}/{key}: {e}")))
                 }
             }
-            checks.push(self.cors_preflight(&signed, bucket, opts.origin.as_deref()).await);
+            checks.push(
+                self.cors_check(Some(&signed), &format!("bucket {bucket}"), opts.origin.as_deref()).await,
+            );
         }
     }
 
@@ -115,80 +114,6 @@ impl Storage {
     ) -> Result<Option<String>, StorageError> {
         let url = source.sign_v4(bucket, "", &[("max-keys", "1")], None).await?;
         let body = self.inner.downloader.get_small(&url, &[]).await?.1;
-        Ok(first_xml_key(&String::from_utf8_lossy(&body)))
-    }
-
-    /// A browser's CORS check on a signed object URL.
-    pub(crate) async fn cors_preflight(&self, url: &SignedUrl, bucket: &str, origin: Option<&str>) -> Check {
-        let Some(origin) = origin else {
-            return fail(
-                CheckName::Cors,
-                "cors_origin_unset",
-                "No platform origin was given to check CORS against (pass --origin or set PLATFORM_ORIGIN).",
-            );
-        };
-        let refused = |step: &str| {
-            fail(
-                CheckName::Cors,
-                "cors_origin_not_allowed",
-                format!("Bucket {bucket} does not let a browser at {origin} read its objects ({step})."),
-            )
-        };
-        let allows = |headers: &reqwest::header::HeaderMap| {
-            headers
-                .get(ACCESS_CONTROL_ALLOW_ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v == "*" || v.eq_ignore_ascii_case(origin))
-        };
-        let preflight = self
-            .inner
-            .downloader
-            .preflight(url, &[(ORIGIN, origin), (ACCESS_CONTROL_REQUEST_METHOD, "GET")])
-            .await;
-        match preflight {
-            Err(e) => return failed(CheckName::Cors, &e),
-            Ok(headers) => {
-                let methods_ok =
-                    headers.get(ACCESS_CONTROL_ALLOW_METHODS).and_then(|v| v.to_str().ok()).is_none_or(|m| {
-                        m.split(',').any(|m| m.trim().eq_ignore_ascii_case("GET") || m.trim() == "*")
-                    });
-                if !allows(&headers) || !methods_ok {
-                    return refused("the preflight OPTIONS request was not allowed");
-                }
-            }
-        }
-        match self.inner.downloader.get_small(url, &[(ORIGIN, origin)]).await {
-            Err(e) => failed(CheckName::Cors, &e),
-            Ok((headers, _)) if allows(&headers) => {
-                pass(CheckName::Cors, format!("bucket {bucket} lets a browser at {origin} GET its objects"))
-            }
-            Ok(_) => refused("the GET answered without Access-Control-Allow-Origin for it"),
-        }
-    }
-}
-
-/// The first `<Key>` of a ListBucketResult, XML entities decoded.
-fn first_xml_key(xml: &str) -> Option<String> {
-    let start = xml.find("<Key>")? + "<Key>".len();
-    let end = start + xml[start..].find("</Key>")?;
-    let raw = &xml[start..end];
-    Some(
-        raw.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listing_keys_are_unescaped() {
-        let xml = "<ListBucketResult><Name>b</Name><Contents><Key>a &amp; b&lt;1&gt;.jpg</Key></Contents></ListBucketResult>";
-        assert_eq!(first_xml_key(xml).as_deref(), Some("a & b<1>.jpg"));
-        assert_eq!(first_xml_key("<ListBucketResult></ListBucketResult>"), None);
+        Ok(xml_text(&String::from_utf8_lossy(&body), "Key"))
     }
 }

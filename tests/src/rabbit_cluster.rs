@@ -16,6 +16,8 @@ pub struct RabbitNode {
     pub name: String,
     pub amqp_port: u16,
     dist_port: u16,
+    /// The `rabbitmq_prometheus` plugin's port, on clusters started with metrics.
+    pub metrics_port: Option<u16>,
     dir: PathBuf,
     /// The `rabbitmq-server` script; the Erlang VM is its child, whose PID the node
     /// writes to its pid file.
@@ -66,6 +68,17 @@ impl RabbitCluster {
     /// scripts are not installed (a failure under `CI=true`); any other failure to
     /// start panics.
     pub fn start(n: usize) -> Option<RabbitCluster> {
+        Self::start_inner(n, false)
+    }
+
+    /// [`RabbitCluster::start`] with the `rabbitmq_prometheus` plugin enabled on every
+    /// node, listening on 127.0.0.1 (`RabbitNode::metrics_port`), as a production
+    /// cluster scraped by Prometheus runs.
+    pub fn start_with_metrics(n: usize) -> Option<RabbitCluster> {
+        Self::start_inner(n, true)
+    }
+
+    fn start_inner(n: usize, metrics: bool) -> Option<RabbitCluster> {
         let Some(sbin) = find_sbin() else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -74,11 +87,14 @@ impl RabbitCluster {
             eprintln!("skipped: rabbitmq-server not found (RABBITMQ_SBIN, /usr/lib/rabbitmq/bin, PATH)");
             return None;
         };
-        // Blocks of 100 ports: AMQP base+1.., distribution base+11.., CLI base+20..29.
-        // A block still held by a node of an earlier, killed run is skipped.
+        // Blocks of 100 ports: AMQP base+1.., distribution base+11.., CLI base+20..29,
+        // Prometheus base+31... A block still held by a node of an earlier, killed run is
+        // skipped.
         let base = (1..=9u16)
             .map(|k| 26000 + 100 * k)
-            .find(|b| (1..=n as u16).all(|i| port_free(b + i) && port_free(b + 10 + i)))
+            .find(|b| {
+                (1..=n as u16).all(|i| port_free(b + i) && port_free(b + 10 + i) && port_free(b + 30 + i))
+            })
             .expect("a free block of ports in 26100-26999");
         let dir = tempfile::Builder::new().prefix("rabbitcluster-").tempdir().unwrap();
         let home = dir.path().join("home");
@@ -89,22 +105,25 @@ impl RabbitCluster {
         std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400)).unwrap();
         // Empty: the machine's rabbitmq-env.conf names the machine's node.
         std::fs::write(dir.path().join("rabbitmq-env.conf"), "").unwrap();
-        // No plugin, the management UI included.
-        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        // No plugin (the management UI included), or only the Prometheus one.
+        let plugins = if metrics { "[rabbitmq_prometheus].\n" } else { "[].\n" };
+        std::fs::write(dir.path().join("enabled_plugins"), plugins).unwrap();
         let nodes = (1..=n as u16)
             .map(|i| {
                 let node_dir = dir.path().join(format!("node{i}"));
                 std::fs::create_dir_all(&node_dir).unwrap();
                 let amqp_port = base + i;
+                let metrics_port = metrics.then_some(base + 30 + i);
                 // Our own config file: the machine's listens on 5672.
-                std::fs::write(
-                    node_dir.join("rabbitmq.conf"),
-                    format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n"),
-                )
-                .unwrap();
+                let mut conf = format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\n");
+                if let Some(port) = metrics_port {
+                    conf += &format!("prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {port}\n");
+                }
+                std::fs::write(node_dir.join("rabbitmq.conf"), conf).unwrap();
                 RabbitNode {
                     name: format!("rmq-t{i}-{base}@localhost"),
                     amqp_port,
+                    metrics_port,
                     dist_port: base + 10 + i,
                     dir: node_dir,
                     script: None,

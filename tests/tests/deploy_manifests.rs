@@ -408,6 +408,67 @@ async fn a_worker_configured_as_deployed_answers_its_probes_and_exposes_every_na
     scene.cleanup().await;
 }
 
+/// The RabbitMQ names the rules and the dashboard use, read off a live broker: a node of
+/// the test's own with the `rabbitmq_prometheus` plugin (as production clusters run it),
+/// the worker's queues declared as the worker declares them, two messages in the
+/// dead-letter queue. Each name has a sample per queue, labelled `queue`, and the DLQ's
+/// `rabbitmq_queue_messages` counts the two.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rabbitmq_names_the_rules_and_dashboard_use_exist_on_a_live_broker() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let Some(cluster) = pipeline_tests::RabbitCluster::start_with_metrics(1) else { return };
+    let topology = asset_queue::Topology::default();
+    let conn = lapin::Connection::connect(&cluster.url(0), lapin::ConnectionProperties::default())
+        .await
+        .expect("the test's node");
+    let ch = conn.create_channel().await.unwrap();
+    topology.declare(&ch).await.expect("declaring the worker's queues");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    for body in [&b"one"[..], b"two"] {
+        ch.basic_publish(
+            "",
+            &topology.dead_letter_queue,
+            BasicPublishOptions::default(),
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let url = format!("http://127.0.0.1:{}/metrics/per-object", cluster.nodes[0].metrics_port.unwrap());
+    let sample = |body: &str, name: &str, queue: &str| -> Option<f64> {
+        body.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            labels.split(',').any(|l| l == format!("queue=\"{queue}\"")).then(|| value.trim().parse().ok())?
+        })
+    };
+    // The plugin's queue figures refresh every few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        if sample(&body, "rabbitmq_queue_messages", &topology.dead_letter_queue) == Some(2.0) {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the DLQ never showed 2 messages:\n{body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut checked = 0;
+    for name in EXTERNAL_METRICS.iter().filter(|n| n.starts_with("rabbitmq_")) {
+        for queue in [&topology.jobs_queue, &topology.retry_queue, &topology.dead_letter_queue] {
+            assert!(sample(&body, name, queue).is_some(), "no {name} for {queue} on the broker:\n{body}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9);
+    assert_eq!(sample(&body, "rabbitmq_queue_messages_ready", &topology.dead_letter_queue), Some(2.0));
+    assert_eq!(sample(&body, "rabbitmq_queue_messages", &topology.jobs_queue), Some(0.0));
+    drop(conn);
+}
+
 #[test]
 fn metric_names_are_found_in_promql() {
     let names = named_metrics(

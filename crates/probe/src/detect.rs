@@ -41,6 +41,8 @@ pub enum Format {
     OpenExr,
     /// PSD and PSB.
     Psd,
+    /// Canon CR3 raw: ISO BMFF with the `crx ` brand (`image::cr3`).
+    CanonCr3,
     /// ISO base media (MP4, MOV, M4A, 3GP); audio-only files are told apart by the
     /// video module from their tracks, the `ftyp` brand is only a hint.
     IsoBmff,
@@ -337,6 +339,19 @@ pub static DESCRIPTORS: &[Descriptor] = &[
         mime: "image/x-tga",
         data_type: DataType::Image,
         extensions: &["tga", "icb", "vda", "vst"],
+        whole_file: false,
+        extract: crate::image::probe,
+    },
+    Descriptor {
+        format: Format::CanonCr3,
+        // ISO BMFF, but its major brand `crx ` names a still image: above the generic
+        // ISO BMFF entry (P_MAGIC) and QuickTime's brand, and above AVIF and HEIC, which
+        // also read compatible brands (a major brand says more). Canon's movie raw
+        // (CRM) shares the brand and stays with the video path (`cr3::is_still`).
+        signatures: &[checked(P_BRAND + 1, &[(4, b"ftyp"), (8, b"crx ")], ftyp_cr3)],
+        mime: "image/x-canon-cr3",
+        data_type: DataType::Image,
+        extensions: &["cr3"],
         whole_file: false,
         extract: crate::image::probe,
     },
@@ -671,6 +686,11 @@ fn ftyp_avif(h: &[u8]) -> bool {
     avif(major) || compat.any(avif)
 }
 
+/// Canon CR3: the `crx ` major brand, and not a CRM movie.
+fn ftyp_cr3(h: &[u8]) -> bool {
+    ftyp_any(h) && crate::image::cr3::is_still(h)
+}
+
 /// HEIF: a HEIF major brand (compatible brands do not count: MP4s list `mif1` too).
 fn ftyp_heic(h: &[u8]) -> bool {
     ftyp_any(h)
@@ -875,6 +895,10 @@ mod tests {
         assert_eq!(detect(b"\0\0\0\x14ftypqt  \0\0\x02\0qt  "), Some(Format::QuickTime));
         assert_eq!(detect(b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf"), Some(Format::Avif));
         assert_eq!(detect(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"), Some(Format::Heic));
+        assert_eq!(detect(b"\0\0\0\x18ftypcrx \0\0\0\x01crx isom"), Some(Format::CanonCr3));
+        // Canon's movie raw shares the brand and stays with ISO BMFF.
+        let crm = b"\0\0\0\x18ftypcrx \0\0\0\x01crx isom\0\0\0\x26CNCVCanonCRM0001/00.09.00";
+        assert_eq!(detect(crm), Some(Format::IsoBmff));
         assert_eq!(detect(b"%PDF-1.7\n"), Some(Format::Pdf));
         assert_eq!(detect(b"<?xml version=\"1.0\"?>\n<!-- x -->\n<svg width=\"1\">"), Some(Format::Svg));
         assert_eq!(detect(b"<html><body>hi</body></html>"), Some(Format::Text));

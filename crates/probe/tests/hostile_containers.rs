@@ -153,3 +153,17 @@ fn a_buffered_matroska_walk_over_many_voids_stops_at_the_first_cluster() {
         (Some(160), Some(90), Some(50), Some("vp9"))
     );
 }
+
+/// Issue 11: `cr3-basic.cr3` with its `mdat` (the last box) grown by 32 MiB, sparse, as
+/// a real CR3's picture data is: the walk reads `ftyp` and `moov`, never the pictures.
+#[test]
+fn a_cr3_is_read_from_its_moov_not_its_picture_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let cr3 = asset("image/cr3-basic.cr3");
+    let mdat = cr3.windows(4).rposition(|w| w == b"mdat").unwrap() - 4;
+    let len = u32::from_be_bytes(cr3[mdat..mdat + 4].try_into().unwrap());
+    let head = [&cr3[..mdat], &(len + (32 << 20)).to_be_bytes(), &cr3[mdat + 4..]].concat();
+    let path = sparse_file(dir.path(), "big.cr3", &head, 32 << 20, &[]);
+    let m = check(&path, 0.01);
+    assert_eq!((m.mime.as_str(), m.width, m.height), ("image/x-canon-cr3", Some(6000), Some(4000)));
+}

@@ -72,7 +72,7 @@ pub(super) fn probe(src: &Source, start: u64, end: u64, limits: &Limits) -> Resu
 }
 
 /// How many leading frames must all carry SBR for the stream to count as HE-AAC.
-const SBR_FRAMES: usize = 4;
+pub(crate) const SBR_FRAMES: usize = 4;
 
 /// The sample rate and channel count a decoder outputs for an ADTS stream whose first
 /// frames are in `frames`: with implicit SBR the rate doubles, and a mono core is
@@ -118,7 +118,12 @@ pub(crate) fn carries_sbr(frame: &[u8]) -> Option<bool> {
     if frame.len() < HEADER_LEN || frame[6] & 3 != 0 {
         return None;
     }
-    let body = frame.get(if frame[1] & 1 == 1 { 7 } else { 9 }..)?;
+    block_carries_sbr(frame.get(if frame[1] & 1 == 1 { 7 } else { 9 }..)?)
+}
+
+/// [`carries_sbr`] for one raw data block without a header: an access unit of an AAC
+/// track in MP4, for one.
+pub(crate) fn block_carries_sbr(body: &[u8]) -> Option<bool> {
     let bit = |p: usize| (body[p / 8] >> (7 - p % 8)) & 1;
     let bits = |p: usize, n: usize| -> Option<usize> {
         if p + n > body.len() * 8 {

@@ -10,6 +10,7 @@ pub(crate) mod ac3;
 mod adts;
 mod aiff;
 mod amr;
+pub(crate) mod asc;
 mod caf;
 mod flac;
 mod mpeg;
@@ -23,7 +24,10 @@ use asset_core::{AssetMetadata, DataType, Limits};
 use crate::{Format, ProbeError, Result, Source};
 
 pub(crate) use ac3::ac3_params;
-pub(crate) use adts::decoded_layout as aac_decoded_layout;
+pub(crate) use adts::{
+    SBR_FRAMES as AAC_SBR_FRAMES, block_carries_sbr as aac_block_carries_sbr,
+    decoded_layout as aac_decoded_layout,
+};
 
 /// What one extractor found about the file's (first) audio stream.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,6 +3,7 @@
 //! read what it does not (frame counts, EXIF blobs, TIFF pages, HEIF boxes, SVG root).
 
 mod bmp;
+pub(crate) mod cr3;
 pub(crate) mod exr;
 mod gif;
 pub(crate) mod hdr;
@@ -83,6 +84,10 @@ pub(crate) fn probe(src: &Source, format: Format, limits: &Limits) -> Result<Ass
         Format::Tiff if raw::sniff(src.head()).is_some() => {
             meta.mime = raw::sniff(src.head()).unwrap_or("image/tiff").to_string();
             let extra = raw::walk(&mut walk_reader(src)?, src.size(), limits)?;
+            (extra.stored, extra)
+        }
+        Format::CanonCr3 => {
+            let extra = cr3::walk(&mut walk_reader(src)?, src.size(), limits)?;
             (extra.stored, extra)
         }
         Format::Tiff => {
@@ -556,6 +561,7 @@ mod issue_11_detection {
             ("exr-tiled.exr", Format::OpenExr),
             ("psb-basic.psb", Format::Psd),
             ("dng-basic.dng", Format::Tiff),
+            ("cr3-basic.cr3", Format::CanonCr3),
         ] {
             assert_eq!(detect(&head(name)), Some(format), "{name}");
         }

@@ -218,6 +218,15 @@ fn read_ifd<R: BufRead + Seek>(r: &mut R, layout: Layout, at: u64, file_size: u6
 }
 
 /// The full-resolution image of a raw file and IFD0's orientation.
+/// IFD0 of a TIFF blob held in memory (CR3 keeps one in its `CMT1` box): its width,
+/// height and orientation, with the bounds of [`read_ifd`].
+pub(super) fn ifd0(blob: &[u8]) -> Result<(Option<u32>, Option<u32>, Option<u16>)> {
+    let mut r = Cursor::new(blob);
+    let layout = header(&mut r)?;
+    let ifd = read_ifd(&mut r, layout, layout.offset, blob.len() as u64)?;
+    Ok((ifd.width, ifd.height, ifd.orientation))
+}
+
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Extra> {
     let layout = header(r)?;
     let mut budget = Budget::new(limits, NAME);

@@ -26,6 +26,7 @@ use asset_core::Limits;
 use mp4parse::{AudioCodecSpecific, CodecType, SampleEntry};
 
 use super::{AudioStream, Streams, VideoStream, io_or_truncated, read_block};
+use crate::audio::asc::{self, AudioConfig, Sbr};
 use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
@@ -98,7 +99,52 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limit
             audio.channels = Some(n);
         }
     }
+    // AAC whose config says nothing of SBR may still carry it in its frames (implicit
+    // signalling). ffprobe decodes a frame and reports what the decoder outputs, as for
+    // ADTS (audio/adts.rs): so do we, from the same evidence, read from the first
+    // access units (a few KiB where the first chunk lies, as for MP3 above).
+    if let Some(audio) = streams.audio.as_mut().filter(|a| a.codec == "aac")
+        && let Some((track, Some(config))) =
+            movie.first_audio().map(|(t, p)| (t, audio_config(p).ok().flatten()))
+        && config.is_aac()
+        && config.sbr == Sbr::Unsignalled
+        && config.ps.is_none()
+        && let Some(units) = track.lead.units()
+        && let Some(offset) = track.first_chunk
+        && let Some(len) = units.iter().map(|&n| u64::from(n)).try_fold(0u64, u64::checked_add)
+        && len <= LEAD_BYTES
+        && offset.checked_add(len).is_some_and(|end| end <= file_size)
+    {
+        // At most LEAD_BYTES, checked above.
+        let mut bytes = vec![0u8; len as usize];
+        r.seek(SeekFrom::Start(offset))?;
+        r.read_exact(&mut bytes)?;
+        if implicit_sbr(&bytes, units) {
+            audio.sample_rate = Some(config.core_rate.saturating_mul(2));
+            if config.core_channels == Some(1) {
+                audio.channels = Some(2);
+            }
+        }
+    }
     Ok(streams)
+}
+
+/// The most the implicit-SBR check reads: four access units of up to 6144 bits per
+/// channel (ISO/IEC 14496-3 §4.5.3.2) for 8 channels.
+const LEAD_BYTES: u64 = 4 * 6144;
+
+/// Whether every one of the leading access units carries an SBR extension element (see
+/// [`crate::audio::aac_block_carries_sbr`]): one stray bit pattern must not decide.
+fn implicit_sbr(bytes: &[u8], units: &[u32]) -> bool {
+    let mut at = 0usize;
+    for &n in units {
+        let Some(unit) = bytes.get(at..at.saturating_add(n as usize)) else { return false };
+        if crate::audio::aac_block_carries_sbr(unit) != Some(true) {
+            return false;
+        }
+        at += n as usize;
+    }
+    !units.is_empty()
 }
 
 /// Channels from an MPEG audio frame header: channel mode 3 is mono.
@@ -304,9 +350,30 @@ struct TrackInfo {
     /// Samples in the sample tables, when sizes back the count (see [`SampleSizes`]).
     samples: Option<u64>,
     first_chunk: Option<u64>,
+    /// The sizes of the first samples of the first chunk.
+    lead: Lead,
     raw: RawEntry,
     /// Index of this track in `mp4parse`'s context, if it was handed to it.
     parsed: Option<usize>,
+}
+
+/// The leading samples of a track, up to [`crate::audio::AAC_SBR_FRAMES`]: their sizes
+/// and how many of them the first chunk holds (they lie one after another there).
+#[derive(Debug, Clone, Copy, Default)]
+struct Lead {
+    sizes: [u32; crate::audio::AAC_SBR_FRAMES],
+    /// Sizes known (from `stsz`).
+    known: usize,
+    /// Samples in the first chunk (`stsc`'s first entry), if it describes chunk 1.
+    per_chunk: Option<u32>,
+}
+
+impl Lead {
+    /// The sizes of the leading samples that lie together in the first chunk.
+    fn units(&self) -> Option<&[u32]> {
+        let n = self.known.min(self.per_chunk? as usize);
+        (n > 0 && self.sizes[..n].iter().all(|&s| s > 0)).then(|| &self.sizes[..n])
+    }
 }
 
 /// What a sample size table says about the count of samples.
@@ -410,6 +477,12 @@ impl Movie {
         self.tracks.iter().find(|t| t.kind == Kind::Audio)?.first_chunk
     }
 
+    /// The first audio track, the one reported, and `mp4parse`'s reading of it.
+    fn first_audio(&self) -> Option<(&TrackInfo, Option<&mp4parse::Track>)> {
+        let t = self.tracks.iter().find(|t| t.kind == Kind::Audio)?;
+        Some((t, t.parsed.and_then(|i| self.ctx.tracks.get(i))))
+    }
+
     fn streams(&self, fragments: &HashMap<u32, FragmentTotals>) -> Result<Streams> {
         let movie_scale = self.ctx.timescale.map(|t| t.0).filter(|&t| t > 0);
         let mut out = Streams::default();
@@ -463,7 +536,7 @@ impl Movie {
                 });
             }
             if t.kind == Kind::Audio && out.audio.is_none() {
-                out.audio = Some(audio_stream(parsed, &t.raw));
+                out.audio = Some(audio_stream(parsed, &t.raw, audio_config(parsed)?.as_ref()));
             }
         }
         out.duration_seconds = longest;
@@ -483,6 +556,7 @@ fn read_trak(trak: &[u8], file_size: u64) -> Result<Option<TrackInfo>> {
         edit: None,
         samples: None,
         first_chunk: None,
+        lead: Lead::default(),
         raw: RawEntry::default(),
         parsed: None,
     };
@@ -525,7 +599,7 @@ fn read_trak(trak: &[u8], file_size: u64) -> Result<Option<TrackInfo>> {
                         },
                         b"minf" => {
                             if let Some(stbl) = child(mbody, b"stbl")? {
-                                read_stbl(stbl, &mut sizes, &mut t.first_chunk, &mut raw)?;
+                                read_stbl(stbl, &mut sizes, &mut t.first_chunk, &mut t.lead, &mut raw)?;
                             }
                         }
                         _ => {}
@@ -549,12 +623,14 @@ fn read_trak(trak: &[u8], file_size: u64) -> Result<Option<TrackInfo>> {
     Ok(Some(t))
 }
 
-/// The sample count (from the size table), the first chunk's offset and the first
-/// sample entry of an `stbl`. The tables' counts were checked against their boxes.
+/// The sample count (from the size table), the first chunk's offset, the leading
+/// samples and the first sample entry of an `stbl`. The tables' counts were checked
+/// against their boxes.
 fn read_stbl(
     stbl: &[u8],
     sizes: &mut Option<SampleSizes>,
     first_chunk: &mut Option<u64>,
+    lead: &mut Lead,
     raw: &mut Option<RawEntry>,
 ) -> Result<()> {
     for b in boxes(stbl) {
@@ -563,12 +639,24 @@ fn read_stbl(
             b"stsd" if raw.is_none() => *raw = Some(raw_entry(body)),
             b"stsz" => {
                 if let (Some(size), Some(count)) = (be_u32(body, 4), be_u32(body, 8)) {
+                    let n = lead.sizes.len().min(count as usize);
+                    for (i, slot) in lead.sizes[..n].iter_mut().enumerate() {
+                        *slot = if size == 0 { be_u32(body, 12 + 4 * i).unwrap_or(0) } else { size };
+                    }
+                    lead.known = n;
                     let count = u64::from(count);
                     *sizes = Some(match size {
                         0 => SampleSizes::Each(count),
                         size => SampleSizes::Fixed { size: u64::from(size), count },
                     });
                 }
+            }
+            // stsc: the first entry, if it starts at chunk 1, gives its samples per chunk.
+            b"stsc" => {
+                lead.per_chunk = be_u32(body, 4)
+                    .filter(|&n| n > 0)
+                    .and_then(|_| be_u32(body, 8).filter(|&c| c == 1))
+                    .and_then(|_| be_u32(body, 12));
             }
             b"stz2" => {
                 if let Some(count) = be_u32(body, 8) {
@@ -801,7 +889,32 @@ fn quarter_turn(m: &mp4parse::Matrix) -> bool {
     quarter == 1 || quarter == 3
 }
 
-fn audio_stream(track: Option<&mp4parse::Track>, raw: &RawEntry) -> AudioStream {
+/// The AudioSpecificConfig of an AAC sample entry that `mp4parse` read (it keeps the
+/// bytes of the config it accepted), read again by us: `mp4parse` 0.17 takes SBR or PS
+/// signalled hierarchically for plain AAC at the core rate, ignores a backward-compatible
+/// sync extension and maps an explicit frequency of 0 to 8000 Hz. A config no decoder
+/// accepts (ffprobe: "invalid sampling rate index 15") is corrupt, not a rate.
+fn audio_config(track: Option<&mp4parse::Track>) -> Result<Option<AudioConfig>> {
+    let Some(SampleEntry::Audio(e)) =
+        track.and_then(|t| t.stsd.as_ref()).and_then(|s| s.descriptions.first())
+    else {
+        return Ok(None);
+    };
+    let AudioCodecSpecific::ES_Descriptor(es) = &e.codec_specific else { return Ok(None) };
+    if es.audio_codec != CodecType::AAC || es.decoder_specific_data.is_empty() {
+        return Ok(None);
+    }
+    asc::read(&es.decoder_specific_data).map(Some).map_err(|e| ProbeError::corrupt(FMT, e))
+}
+
+/// The audio stream as a decoder plays it. The codec stays `aac` for HE-AAC and
+/// HE-AACv2, as ffprobe's `codec_name` (the profile is not part of our contract) and
+/// as `adts.rs` reports it: the browser table has no separate row for them.
+fn audio_stream(
+    track: Option<&mp4parse::Track>,
+    raw: &RawEntry,
+    config: Option<&AudioConfig>,
+) -> AudioStream {
     let mut a = AudioStream {
         sample_rate: (raw.rate > 0).then_some(raw.rate),
         channels: (raw.channels > 0).then_some(raw.channels),
@@ -826,6 +939,15 @@ fn audio_stream(track: Option<&mp4parse::Track>, raw: &RawEntry) -> AudioStream 
             if let Some(rate) = es.audio_sample_rate.filter(|&r| r > 0) {
                 a.sample_rate = Some(rate);
             }
+        }
+    }
+    // SBR and PS change what is played: explicit signalling is decided here, implicit
+    // (frames only) by `probe_reader`, which reads the first access units.
+    if let Some(c) = config.filter(|c| c.is_aac()) {
+        let (rate, channels) = c.output();
+        a.sample_rate = Some(rate);
+        if let Some(n) = channels {
+            a.channels = Some(n);
         }
     }
     a

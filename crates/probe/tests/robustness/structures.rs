@@ -337,7 +337,8 @@ fn isobmff(b: &[u8], from: usize, to: usize, parents: &[usize], depth: usize, ou
             }
             s => (Field { at, enc: Enc::U32Be }, 8, s),
         };
-        if size < header as u64 || at as u64 + size > to as u64 {
+        // A 64-bit size may wrap (bad/image-cr3-box-size-loop.cr3 does).
+        if size < header as u64 || (at as u64).checked_add(size).is_none_or(|end| end > to as u64) {
             break;
         }
         let end = at + size as usize;

@@ -225,6 +225,8 @@ def parse_metrics(text):
         else:
             base = name.split("{", 1)[0]
             m[base] += v
+            if base.startswith("metadata_worker_asset_stage_seconds_") and not base.endswith("_bucket"):
+                m[name] += v  # per stage: sum and count of each
             if base == "metadata_worker_jobs_total" and 'outcome="dead_lettered"' in name:
                 m["dead_lettered"] += v
     return m, fetches

@@ -875,12 +875,12 @@ impl<R: Read + Seek> Walker<R> {
 
     /// Whether `track`'s first AAC frames all carry SBR (implicit signalling, decided as
     /// for MP4 and ADTS: the first four frames, or all the stream has when fewer). Reads
-    /// the blocks of `track` in the first Clusters (at most 64 Clusters and four
-    /// blocks); of a laced block, its first frame only. A frame larger than an AAC
+    /// the blocks of `track` in the first Clusters (at most 8 Clusters and four
+    /// blocks; other tracks' blocks cost their headers); of a laced block, its first frame only. A frame larger than an AAC
     /// frame can be, or a walk that stops before four frames without reaching the end
     /// of the file, says no.
     fn implicit_sbr(&mut self, mut pos: u64, track: u64) -> Result<bool> {
-        const CLUSTERS: u32 = 64;
+        const CLUSTERS: u32 = 8;
         let mut units: Vec<Vec<u8>> = Vec::new();
         let mut ended = false;
         'clusters: for _ in 0..CLUSTERS {
@@ -950,32 +950,30 @@ impl<R: Read + Seek> Walker<R> {
     /// The first frame of a (Simple)Block of `track`: the whole payload, or the first
     /// frame of a lace (Xiph, fixed-size or EBML).
     fn block_frame(&mut self, h: &Header, track: u64) -> Result<BlockFrame> {
-        // Track number (up to 8 bytes), timecode, flags, lace count and the first
-        // lace size (at most 8 bytes as a vint, or a run of 255s, bounded below).
-        const MAX_HEAD: u64 = 8 + 2 + 1 + 1;
+        // The track number first (a vint of at most 8 bytes): another track's block is
+        // not read further.
         let Some(size) = h.size else { return Ok(BlockFrame::Unreadable) };
-        if size > MAX_HEAD + 64 + (AAC_SBR_FRAMES * AAC_MAX_BLOCK_BYTES) as u64 {
-            // Larger than four AAC frames and their lace header: not one we look into,
-            // unless it is another track's.
-            let head = match self.read_small(h, 8) {
-                Ok(b) => b,
-                Err(ProbeError::Truncated { .. }) => return Ok(BlockFrame::Unreadable),
-                Err(e) => return Err(e),
-            };
-            return Ok(match vint(&head) {
-                Some((n, _)) if n != track => BlockFrame::OtherTrack,
-                _ => BlockFrame::Unreadable,
-            });
+        let head = match self.read_small(h, 8) {
+            Ok(b) => b,
+            Err(ProbeError::Truncated { .. }) => return Ok(BlockFrame::Unreadable),
+            Err(e) => return Err(e),
+        };
+        match vint(&head) {
+            Some((number, _)) if number != track => return Ok(BlockFrame::OtherTrack),
+            Some(_) => {}
+            None => return Ok(BlockFrame::Unreadable),
+        }
+        // Track number, timecode, flags and lace sizes around at most four AAC frames
+        // (a lace of more is not looked into).
+        if size > 8 + 2 + 1 + 1 + 64 + (AAC_SBR_FRAMES * AAC_MAX_BLOCK_BYTES) as u64 {
+            return Ok(BlockFrame::Unreadable);
         }
         let body = match self.read_small(h, size) {
             Ok(b) => b,
             Err(ProbeError::Truncated { .. }) => return Ok(BlockFrame::Unreadable),
             Err(e) => return Err(e),
         };
-        let Some((number, n)) = vint(&body) else { return Ok(BlockFrame::Unreadable) };
-        if number != track {
-            return Ok(BlockFrame::OtherTrack);
-        }
+        let Some((_, n)) = vint(&body) else { return Ok(BlockFrame::Unreadable) };
         let Some(&flags) = body.get(n + 2) else { return Ok(BlockFrame::Unreadable) };
         let data = &body[n + 3..];
         let frame = match (flags >> 1) & 3 {

@@ -694,6 +694,18 @@ mod tests {
     }
 
     #[test]
+    fn an_icc_profile_before_the_frames_leaves_the_count_absent() {
+        // Colour encoding written out with want_icc: an entropy-coded profile follows.
+        let mut h = headers();
+        let at = h.len() - 5;
+        assert_eq!(h[at], Some((1, 1)));
+        h.splice(at..=at, [Some((0, 1)), Some((1, 1)), Some((0, 2))]);
+        let last = frame(REGULAR, Some(5), true, 0);
+        assert_eq!(count_of(&[headers(), last.clone()].concat()), Some(1));
+        assert_eq!(count_of(&[h, last].concat()), None);
+    }
+
+    #[test]
     fn field_codings() {
         // U64: selector 3, 12 bits, then 8-bit groups while the continue bit is set.
         let b = pack(&[Some((3, 2)), Some((0xABC, 12)), Some((1, 1)), Some((0x12, 8)), Some((0, 1))]);

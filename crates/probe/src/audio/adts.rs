@@ -121,6 +121,24 @@ pub(crate) fn carries_sbr(frame: &[u8]) -> Option<bool> {
     block_carries_sbr(frame.get(if frame[1] & 1 == 1 { 7 } else { 9 }..)?)
 }
 
+/// The largest raw data block a decoder accepts: 6144 bits per channel (ISO/IEC
+/// 14496-3 §4.5.3.2) for 8 channels. A bigger access unit is not looked into.
+pub(crate) const MAX_BLOCK_BYTES: usize = 6144;
+
+/// Whether every one of the leading access units (at most [`SBR_FRAMES`], at least one)
+/// carries an SBR extension element: the implicit-signalling test of containers that
+/// hold bare access units (FLV, Matroska), as [`decoded_layout`] is for ADTS.
+pub(crate) fn units_carry_sbr<'a>(units: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut seen = 0;
+    for unit in units.into_iter().take(SBR_FRAMES) {
+        if unit.len() > MAX_BLOCK_BYTES || block_carries_sbr(unit) != Some(true) {
+            return false;
+        }
+        seen += 1;
+    }
+    seen > 0
+}
+
 /// [`carries_sbr`] for one raw data block without a header: an access unit of an AAC
 /// track in MP4, for one.
 pub(crate) fn block_carries_sbr(body: &[u8]) -> Option<bool> {

@@ -93,6 +93,24 @@ impl AudioConfig {
     }
 }
 
+impl AudioConfig {
+    /// Whether only the frames can say if SBR is on: an AAC config that signals
+    /// neither SBR nor PS (implicit signalling, which ffprobe resolves by decoding).
+    pub fn sbr_in_frames_only(&self) -> bool {
+        self.is_aac() && self.sbr == Sbr::Unsignalled && self.ps.is_none()
+    }
+
+    /// What a decoder outputs once the frames have shown SBR: twice the core rate, and
+    /// a mono core as stereo (FFmpeg assumes PS, as in [`AudioConfig::output`]).
+    pub fn output_with_implicit_sbr(&self) -> (u32, Option<u32>) {
+        let channels = match self.core_channels {
+            Some(1) => Some(2),
+            other => other,
+        };
+        (self.core_rate.saturating_mul(2), channels)
+    }
+}
+
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,

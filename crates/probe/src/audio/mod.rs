@@ -25,8 +25,9 @@ use crate::{Format, ProbeError, Result, Source};
 
 pub(crate) use ac3::ac3_params;
 pub(crate) use adts::{
-    SBR_FRAMES as AAC_SBR_FRAMES, block_carries_sbr as aac_block_carries_sbr,
-    decoded_layout as aac_decoded_layout,
+    MAX_BLOCK_BYTES as AAC_MAX_BLOCK_BYTES, SBR_FRAMES as AAC_SBR_FRAMES,
+    block_carries_sbr as aac_block_carries_sbr, decoded_layout as aac_decoded_layout,
+    units_carry_sbr as aac_units_carry_sbr,
 };
 
 /// What one extractor found about the file's (first) audio stream.

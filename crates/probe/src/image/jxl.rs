@@ -2,9 +2,11 @@
 //! the ImageMetadata that follows it (ISO 18181-1 A.2, A.6), in a bare codestream or in
 //! the ISOBMFF-style container (`jxlc`, or the first `jxlp` boxes). Hand-written: the
 //! `jxl-oxide` and `zune-jpegxl` crates decode; the header is a dozen bytes of bit
-//! fields. At most 32 codestream bytes are read, and the container's box lengths are
-//! checked against the file's so a cut container is `truncated` (a bare codestream has
-//! no end marker: a cut one is only noticed by a decoder).
+//! fields. At most 32 codestream bytes are read for them, and the container's box
+//! lengths are checked against the file's so a cut container is `truncated` (a bare
+//! codestream has no end marker: a cut one is only noticed by a decoder). An animation
+//! also gets its frame count, from a bounded walk over the frame headers ([`frames`]),
+//! reported only when it is exact.
 
 use std::io::{BufRead, Seek};
 
@@ -13,6 +15,8 @@ use asset_core::Limits;
 use super::jp2::read_box;
 use super::{Budget, Extra, read_array, read_vec};
 use crate::{ProbeError, Result};
+
+mod frames;
 
 const NAME: &str = "JPEG XL";
 
@@ -23,14 +27,66 @@ const HEADER_BYTES: usize = 32;
 
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64, limits: &Limits) -> Result<Extra> {
     let head: [u8; 2] = read_array(r, NAME, "the signature")?;
-    let header = if head == CODESTREAM_SIGNATURE {
+    let bare = head == CODESTREAM_SIGNATURE;
+    let header = if bare {
         let mut rest = read_vec(r, (file_size - 2).min(HEADER_BYTES as u64), NAME, "the size header")?;
         rest.splice(0..0, head);
         rest
     } else {
         codestream_from_container(r, file_size, limits)?
     };
-    parse_codestream_header(&header)
+    let mut extra = parse_codestream_header(&header)?;
+    // Only an animation has a frame count to report (as GIF, APNG and WebP): the frame
+    // headers are walked only then.
+    if frames::is_animation(&header) {
+        let segments = if bare {
+            Some(Segments(vec![Segment { at: 0, file_at: 0, len: file_size }]))
+        } else {
+            container_segments(r, file_size, limits)?
+        };
+        if let Some(segments) = segments {
+            extra.frame_count = frames::count(r, &segments, limits)?;
+        }
+    }
+    Ok(extra)
+}
+
+/// Where the codestream lies in the file: one segment for a bare codestream, one per
+/// `jxlc`/`jxlp` box in a container, in codestream order.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Segments(Vec<Segment>);
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// Offset in the codestream.
+    at: u64,
+    file_at: u64,
+    len: u64,
+}
+
+impl Segments {
+    fn len(&self) -> u64 {
+        self.0.last().map_or(0, |s| s.at + s.len)
+    }
+
+    /// Up to `n` codestream bytes from `at` (fewer at the codestream's end).
+    fn read<R: BufRead + Seek>(&self, r: &mut R, at: u64, n: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for s in &self.0 {
+            let end = s.at + s.len;
+            let from = at + out.len() as u64;
+            if out.len() >= n || from < s.at {
+                break;
+            }
+            if from >= end {
+                continue;
+            }
+            let take = (end - from).min((n - out.len()) as u64);
+            r.seek(std::io::SeekFrom::Start(s.file_at + (from - s.at)))?;
+            out.extend(read_vec(r, take, NAME, "the codestream")?);
+        }
+        Ok(out)
+    }
 }
 
 /// The first bytes of the codestream, gathered from `jxlc` or from the `jxlp` boxes in
@@ -74,6 +130,47 @@ fn codestream_from_container<R: BufRead + Seek>(
         return Err(ProbeError::truncated(NAME, "the container holds no codestream box"));
     }
     Ok(out)
+}
+
+/// Where the whole codestream of a container lies: its `jxlc` box, or its `jxlp` boxes
+/// in file order up to the one flagged last. Walked only for an animation (the frame
+/// count needs every frame header); `None` when a box cannot be read, which leaves the
+/// count absent rather than failing a probe whose header was read.
+fn container_segments<R: BufRead + Seek>(
+    r: &mut R,
+    file_size: u64,
+    limits: &Limits,
+) -> Result<Option<Segments>> {
+    let mut budget = Budget::new(limits, NAME);
+    let mut pos = 12u64;
+    let mut segments = Segments::default();
+    while pos < file_size {
+        budget.spend()?;
+        let b = match read_box(r, pos, file_size, file_size, NAME) {
+            Ok(b) => b,
+            Err(ProbeError::Truncated { .. } | ProbeError::Corrupt { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (skip, last) = match &b.kind {
+            b"jxlc" => (0, true),
+            b"jxlp" if b.len >= 4 => {
+                r.seek(std::io::SeekFrom::Start(b.start))?;
+                let index: [u8; 4] = read_array(r, NAME, "a jxlp sequence number")?;
+                (4, index[0] & 0x80 != 0)
+            }
+            b"jxlp" => return Ok(None),
+            _ => {
+                pos = b.end();
+                continue;
+            }
+        };
+        segments.0.push(Segment { at: segments.len(), file_at: b.start + skip, len: b.len - skip });
+        if last {
+            return Ok(Some(segments));
+        }
+        pos = b.end();
+    }
+    Ok(Some(segments))
 }
 
 /// Reads bits least significant first, as JPEG XL packs them.
@@ -210,6 +307,67 @@ mod tests {
         assert_eq!(run(f.clone()).unwrap().stored, Some((65, 33)));
         f.truncate(f.len() - 1);
         assert_eq!(run(f).unwrap_err().code().as_str(), "truncated");
+    }
+
+    /// 3 frames of 32x24, the later two cropped (`fixtures/scripts/make-jxl-animated.sh`).
+    const ANIMATED: &[u8] = include_bytes!("../../../../fixtures/assets/image/jxl-animated.jxl");
+
+    fn frames_of(f: &[u8], limits: &Limits) -> Result<Option<u64>> {
+        let n = f.len() as u64;
+        Ok(walk(&mut Cursor::new(f.to_vec()), n, limits)?.frame_count)
+    }
+
+    #[test]
+    fn an_animation_cut_anywhere_has_no_frame_count_and_never_panics() {
+        let limits = Limits::default();
+        assert_eq!(frames_of(ANIMATED, &limits).unwrap(), Some(3));
+        for n in 2..ANIMATED.len() {
+            if let Ok(count) = frames_of(&ANIMATED[..n], &limits) {
+                assert_eq!(count, None, "cut at {n}");
+            }
+        }
+        // Any byte flipped: an answer or an error, never a panic.
+        for at in 2..ANIMATED.len() {
+            let mut f = ANIMATED.to_vec();
+            f[at] ^= 0xFF;
+            let _ = frames_of(&f, &limits);
+        }
+    }
+
+    #[test]
+    fn the_frame_walk_stays_within_limits() {
+        // Fewer frames allowed than the animation has: absent, not an error.
+        let few = Limits { max_items: 2, ..Limits::default() };
+        assert_eq!(frames_of(ANIMATED, &few).unwrap(), None);
+    }
+
+    #[test]
+    fn frames_are_counted_across_jxlp_boxes() {
+        let cs = ANIMATED;
+        let container = |parts: &[(&[u8], u32)]| {
+            let mut f = CONTAINER_SIGNATURE.to_vec();
+            f.extend(boxed(b"ftyp", b"jxl \0\0\0\0jxl "));
+            for (bytes, index) in parts {
+                f.extend(boxed(b"jxlp", &[&index.to_be_bytes()[..], bytes].concat()));
+                f.extend(boxed(b"Exif", &[0; 6]));
+            }
+            f
+        };
+        let (a, rest) = cs.split_at(20);
+        let (b, c) = rest.split_at(300);
+        let split = container(&[(a, 0), (b, 1), (c, 0x8000_0002)]);
+        assert_eq!(frames_of(&split, &Limits::default()).unwrap(), Some(3));
+        // A part missing: the frames no longer line up; never a guess.
+        let gap = container(&[(a, 0), (c, 0x8000_0002)]);
+        assert_ne!(frames_of(&gap, &Limits::default()).ok().flatten(), Some(3));
+        // Parts after the one flagged last are not codestream.
+        let early = container(&[(a, 0x8000_0000), (b, 1), (c, 2)]);
+        assert_eq!(frames_of(&early, &Limits::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_still_image_has_no_frame_count() {
+        assert_eq!(run(codestream(1)).unwrap().frame_count, None);
     }
 
     #[test]

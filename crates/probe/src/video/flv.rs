@@ -1,6 +1,8 @@
 //! FLV (Flash Video): the first tags give the codecs — the picture size from the H.264
 //! SPS in the AVC sequence header or from the Sorenson H.263 picture header, the audio
-//! layout from the tag flags or the AAC AudioSpecificConfig — and the `onMetaData`
+//! layout from the tag flags or the AAC AudioSpecificConfig (read whole by
+//! `audio/asc.rs`, and implicit SBR checked in the first raw frames as MP4 and ADTS
+//! do, so HE-AAC reports what a decoder plays, as ffprobe does) — and the `onMetaData`
 //! script tag the frame rate (and the size for codecs we do not parse). The duration is
 //! last video tag's timestamp plus one frame (the last audio tag's without video), as
 //! ffprobe reports it, found by walking back from the end through the PreviousTagSize
@@ -14,6 +16,8 @@ use asset_core::Limits;
 
 use super::nal;
 use super::{AudioStream, Streams, VideoStream, frames_from, io_or_truncated, read_block};
+use crate::audio::asc::{self, AudioConfig};
+use crate::audio::{AAC_MAX_BLOCK_BYTES, AAC_SBR_FRAMES, aac_units_carry_sbr};
 use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
@@ -40,6 +44,19 @@ struct Found {
     meta_size: (Option<u32>, Option<u32>),
     /// The timestamp of the first video tag holding a frame (not a sequence header).
     first_video_ms: Option<u64>,
+    /// An AAC config that leaves SBR to the frames (implicit signalling), and the
+    /// leading raw AAC frames gathered to decide it.
+    aac_implicit: Option<AudioConfig>,
+    aac_units: Vec<Vec<u8>>,
+    /// A raw AAC frame too large to be one (so the answer stays the core's).
+    aac_units_refused: bool,
+}
+
+impl Found {
+    /// Whether the implicit-SBR check still wants raw AAC frames.
+    fn wants_aac_units(&self) -> bool {
+        self.aac_implicit.is_some() && !self.aac_units_refused && self.aac_units.len() < AAC_SBR_FRAMES
+    }
 }
 
 pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limits) -> Result<Streams> {
@@ -72,6 +89,12 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limit
             }
         }
         let wanted = match kind {
+            8 if found.audio.is_some() && found.wants_aac_units() => {
+                if len > 2 + AAC_MAX_BLOCK_BYTES as u64 {
+                    found.aac_units_refused = true;
+                }
+                found.wants_aac_units()
+            }
             8 => found.audio.is_none(),
             9 => found.video_codec.is_none(),
             18 => found.meta_duration.is_none() && found.meta_fps.is_none(),
@@ -80,7 +103,8 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limit
         if wanted && len > 0 {
             let body = read_block(r, pos + 11, len.min(TAG_MAX), limits, FMT, "a tag")?;
             match kind {
-                8 => audio_tag(&body, &mut found),
+                8 if found.audio.is_some() => aac_unit(&body, &mut found),
+                8 => audio_tag(&body, &mut found)?,
                 9 => {
                     video_tag(&body, &mut found);
                     let header_only = matches!(body[0] & 0x0F, 7 | 12) && body.get(1) == Some(&0);
@@ -94,7 +118,7 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limit
         pos = pos.saturating_add(11 + len + 4);
         let video_done = !has_video || found.first_video_ms.is_some();
         let audio_done = !has_audio || found.audio.is_some();
-        if video_done && audio_done && found.meta_duration.is_some() {
+        if video_done && audio_done && found.meta_duration.is_some() && !found.wants_aac_units() {
             break;
         }
     }
@@ -104,6 +128,19 @@ pub(super) fn probe_reader<R: Read + Seek>(r: &mut WalkReader<R>, limits: &Limit
         } else {
             ProbeError::unsupported("an FLV file with neither a video nor an audio tag we know")
         });
+    }
+    // Implicit SBR, decided as for MP4 and ADTS (and as ffprobe, which decodes a frame,
+    // reports it): every one of the first four raw AAC frames must carry an SBR
+    // element, or every one the file has when it holds fewer.
+    if let Some(config) = found.aac_implicit
+        && let Some(audio) = found.audio.as_mut()
+        && !found.aac_units_refused
+        && (found.aac_units.len() >= AAC_SBR_FRAMES || pos >= size)
+        && aac_units_carry_sbr(found.aac_units.iter().map(Vec::as_slice))
+    {
+        let (rate, channels) = config.output_with_implicit_sbr();
+        audio.sample_rate = Some(rate);
+        audio.channels = channels.or(audio.channels);
     }
     let fps = found.meta_fps.filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0);
     let (last_video, last_audio) = last_tags(r, size, offset)?;
@@ -244,8 +281,15 @@ fn sorenson_size(b: &[u8]) -> Option<(u32, u32)> {
     .filter(|&(w, h)| w > 0 && h > 0)
 }
 
-fn audio_tag(b: &[u8], found: &mut Found) {
-    let Some(&flags) = b.first() else { return };
+/// A raw AAC frame (AACPacketType 1) for the implicit-SBR check.
+fn aac_unit(b: &[u8], found: &mut Found) {
+    if b.first().map(|f| f >> 4) == Some(10) && b.get(1) == Some(&1) {
+        found.aac_units.push(b[2..].to_vec());
+    }
+}
+
+fn audio_tag(b: &[u8], found: &mut Found) -> Result<()> {
+    let Some(&flags) = b.first() else { return Ok(()) };
     let format = flags >> 4;
     let rate = [5_512, 11_025, 22_050, 44_100][usize::from((flags >> 2) & 3)];
     let channels = if flags & 1 == 1 { 2 } else { 1 };
@@ -258,23 +302,27 @@ fn audio_tag(b: &[u8], found: &mut Found) {
         8 => ("pcm_mulaw", 0),
         10 => ("aac", 1024),
         11 => ("speex", 320),
-        _ => return,
+        _ => return Ok(()),
     };
-    let (mut rate, mut channels) = (rate, channels);
+    let (mut rate, mut channels) = (rate, Some(channels));
+    // The rate the samples per frame count in (the core's, for HE-AAC).
+    let mut frame_rate = None;
     match format {
-        // AAC: the AudioSpecificConfig (AACPacketType 0) is the truth; the flags say 44.1 kHz stereo.
+        // AAC: the AudioSpecificConfig (AACPacketType 0) is the truth; the flags say
+        // 44.1 kHz stereo. Read whole (SBR and PS change what is played, see
+        // `audio/asc.rs`); one no decoder accepts is corrupt, as in MP4. An empty one
+        // is not yet the config: FFmpeg's muxer writes one before the real one when its
+        // source (ADTS) has no config up front, and FFmpeg's reader skips it.
         10 => {
-            if b.get(1) != Some(&0) || b.len() < 4 {
-                return;
+            if b.get(1) != Some(&0) || b.len() == 2 {
+                return Ok(());
             }
-            const RATES: [u32; 13] = [
-                96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025,
-                8_000, 7_350,
-            ];
-            let asc = u16::from_be_bytes([b[2], b[3]]);
-            let Some(&r) = RATES.get(usize::from((asc >> 7) & 0xF)) else { return };
-            rate = r;
-            channels = u32::from((asc >> 3) & 0xF);
+            let config = asc::read(&b[2..]).map_err(|e| ProbeError::corrupt(FMT, e))?;
+            (rate, channels) = config.output();
+            frame_rate = Some(config.core_rate);
+            if config.sbr_in_frames_only() {
+                found.aac_implicit = Some(config);
+            }
         }
         // MP3 frames carry their own rate (MPEG-2 and 2.5 rates are below the flags').
         2 | 14 => {
@@ -286,21 +334,22 @@ fn audio_tag(b: &[u8], found: &mut Found) {
                     0 => base / 4,
                     _ => rate,
                 };
-                channels = if h[3] >> 6 == 3 { 1 } else { 2 };
+                channels = Some(if h[3] >> 6 == 3 { 1 } else { 2 });
             }
         }
         // Speex is always 16 kHz mono in FLV; Nellymoser 8/16 kHz have their own ids.
-        11 => (rate, channels) = (16_000, 1),
+        11 => (rate, channels) = (16_000, Some(1)),
         5 => rate = 16_000,
         6 => rate = 8_000,
         _ => {}
     }
-    if rate == 0 || channels == 0 {
-        return;
+    if rate == 0 || channels == Some(0) {
+        return Ok(());
     }
-    found.audio_frame = (samples > 0).then(|| f64::from(samples) / f64::from(rate));
-    found.audio =
-        Some(AudioStream { sample_rate: Some(rate), channels: Some(channels), codec: codec.to_string() });
+    let frame_rate = frame_rate.unwrap_or(rate);
+    found.audio_frame = (samples > 0).then(|| f64::from(samples) / f64::from(frame_rate));
+    found.audio = Some(AudioStream { sample_rate: Some(rate), channels, codec: codec.to_string() });
+    Ok(())
 }
 
 /// `onMetaData`: the numbers we use, from an ECMA array or object of AMF0 values.
@@ -415,6 +464,101 @@ mod tests {
         let mut found = Found::default();
         script_tag(&tag, &mut found);
         assert_eq!(found.meta_duration, None);
+    }
+
+    /// An audio-only FLV of the given tags (type, body), timestamps 0, 23, 46… ms.
+    fn flv(tags: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut f = b"FLV\x01\x04\0\0\0\x09\0\0\0\0".to_vec();
+        for (i, (kind, body)) in tags.iter().enumerate() {
+            let len = body.len() as u32;
+            let ms = 23 * i as u32;
+            f.push(*kind);
+            f.extend_from_slice(&len.to_be_bytes()[1..]);
+            f.extend_from_slice(&ms.to_be_bytes()[1..]);
+            f.extend_from_slice(&[0, 0, 0, 0]);
+            f.extend_from_slice(body);
+            f.extend_from_slice(&(len + 11).to_be_bytes());
+        }
+        f
+    }
+
+    /// An AAC audio tag: packet type 0 (config) or 1 (a raw frame).
+    fn aac(packet_type: u8, payload: &[u8]) -> (u8, Vec<u8>) {
+        (8, [&[0xAF, packet_type][..], payload].concat())
+    }
+
+    /// A raw AAC frame whose last elements are a fill element of SBR data and END (see
+    /// `audio/adts.rs`), or without the fill element's SBR type.
+    fn raw_frame(sbr: bool) -> Vec<u8> {
+        let fill = if sbr { "110000111010000" } else { "110000100000000" };
+        let mut bits = ["000101101011010011101011", fill, "111"].concat();
+        bits += &"0".repeat((8 - bits.len() % 8) % 8);
+        (0..bits.len()).step_by(8).map(|k| u8::from_str_radix(&bits[k..k + 8], 2).unwrap()).collect()
+    }
+
+    fn layout(s: &Streams) -> (Option<u32>, Option<u32>) {
+        let a = s.audio.as_ref().unwrap();
+        (a.sample_rate, a.channels)
+    }
+
+    #[test]
+    fn explicit_he_aac_configs_report_what_a_decoder_plays() {
+        // Hierarchical SBR (AOT 5, 22050 Hz mono core, 44100 Hz extension): ffprobe
+        // 44100 Hz, 2 channels. The empty config FFmpeg writes first is skipped.
+        let s = parse(&flv(&[aac(0, &[]), aac(0, &[0x2B, 0x8A, 0x08, 0x00])])).unwrap();
+        assert_eq!(layout(&s), (Some(44_100), Some(2)));
+        // Seconds per frame stay the core's: 1024 / 22050.
+        assert!((s.duration_seconds.unwrap() - (0.023 + 1024.0 / 22_050.0)).abs() < 1e-9);
+        // Backward-compatible 0x2b7 and 0x548 (psPresentFlag 1).
+        let s = parse(&flv(&[aac(0, &[0x13, 0x88, 0x56, 0xE5, 0xA5, 0x48, 0x80])])).unwrap();
+        assert_eq!(layout(&s), (Some(44_100), Some(2)));
+        // Plain AAC-LC 44100 Hz stereo, with no frames to look into.
+        assert_eq!(layout(&parse(&flv(&[aac(0, &[0x12, 0x10])])).unwrap()), (Some(44_100), Some(2)));
+    }
+
+    #[test]
+    fn implicit_sbr_is_decided_by_the_first_four_raw_frames() {
+        let config = aac(0, &[0x13, 0x88]); // AAC-LC, 22050 Hz, mono
+        let with = |frames: &[bool]| {
+            let mut tags = vec![config.clone()];
+            tags.extend(frames.iter().map(|&sbr| aac(1, &raw_frame(sbr))));
+            layout(&parse(&flv(&tags)).unwrap())
+        };
+        assert_eq!(with(&[true; 6]), (Some(44_100), Some(2)));
+        // A file of fewer frames is decided on all it has.
+        assert_eq!(with(&[true, true]), (Some(44_100), Some(2)));
+        // One frame without SBR among the first four: the core.
+        assert_eq!(with(&[true, true, false, true, true]), (Some(22_050), Some(1)));
+        // After the first four, nothing is looked at.
+        assert_eq!(with(&[true, true, true, true, false]), (Some(44_100), Some(2)));
+        assert_eq!(with(&[]), (Some(22_050), Some(1)));
+        // A "frame" larger than an AAC frame can be is not looked into.
+        let mut tags = vec![config.clone(), aac(1, &raw_frame(true))];
+        tags.push(aac(1, &[raw_frame(true), vec![0; 7000]].concat()));
+        assert_eq!(layout(&parse(&flv(&tags)).unwrap()), (Some(22_050), Some(1)));
+    }
+
+    #[test]
+    fn hostile_aac_configs_are_corrupt_never_a_guess() {
+        for config in [
+            &[0x12][..],                     // cut inside the channel configuration
+            &[0x16, 0x88],                   // reserved sampling index 13
+            &[0x17, 0x80, 0, 0, 0x08],       // index 15 with an explicit 0 Hz
+            &[0x2B, 0x8A],                   // SBR config cut before the core object type
+            &[0x13, 0x88, 0x56, 0xE5, 0xF0], // extension index 14 (reserved)
+        ] {
+            let err = parse(&flv(&[aac(0, config)])).unwrap_err();
+            assert_eq!(err.code().as_str(), "corrupt_file", "{config:02x?}: {err}");
+        }
+        // A sequence header cut by the end of the file.
+        let mut cut = flv(&[aac(0, &[0x2B, 0x8A, 0x08, 0x00])]);
+        cut.truncate(cut.len() - 6);
+        assert_eq!(parse(&cut).unwrap_err().code().as_str(), "truncated");
+        // Every cut of a valid file: an answer or an error, never a panic.
+        let full = flv(&[aac(0, &[0x13, 0x88]), aac(1, &raw_frame(true)), aac(1, &raw_frame(true))]);
+        for n in 0..full.len() {
+            let _ = parse(&full[..n]);
+        }
     }
 
     #[test]

@@ -15,12 +15,18 @@
 //! tags sit in a small element reached through the SeekHead, so the usual file costs
 //! its headers, its Tags and the start of its first Cluster; the Cluster walk, which
 //! reads block headers spread over the last seconds of the file, is the fallback.
+//!
+//! AAC reports what a decoder plays (HE-AAC doubles the rate), as for MP4: from the
+//! CodecPrivate's AudioSpecificConfig, the config FFmpeg builds for the legacy
+//! `A_AAC/…/SBR` ids, and for implicit SBR the first four frames of the track.
 
 use std::io::{BufRead, Read, Seek, SeekFrom};
 
 use asset_core::Limits;
 
 use super::{AudioStream, Streams, VideoStream, frames_from, io_or_truncated, read_block};
+use crate::audio::asc::{self, AudioConfig, Sbr};
+use crate::audio::{AAC_MAX_BLOCK_BYTES, AAC_SBR_FRAMES, aac_units_carry_sbr};
 use crate::ranged::WalkReader;
 use crate::{ProbeError, Result, Source};
 
@@ -49,7 +55,9 @@ const PROJECTION: u32 = 0x7670;
 const PROJECTION_POSE_ROLL: u32 = 0x7675;
 const AUDIO: u32 = 0xE1;
 const SAMPLING_FREQUENCY: u32 = 0xB5;
+const OUTPUT_SAMPLING_FREQUENCY: u32 = 0x78B5;
 const CHANNELS: u32 = 0x9F;
+const CODEC_PRIVATE: u32 = 0x63A2;
 const BIT_DEPTH: u32 = 0x6264;
 const CONTENT_ENCODINGS: u32 = 0x6D80;
 const CONTENT_ENCODING: u32 = 0x6240;
@@ -229,14 +237,28 @@ fn probe_walker<R: Read + Seek>(r: &mut Walker<R>, limits: &Limits) -> Result<St
             Some(VideoStream { width, height, frame_count, frame_rate, codec: video_codec(&t.codec_id) });
     }
     if let Some(t) = &tracks.audio {
-        out.audio = Some(AudioStream {
+        let mut audio = AudioStream {
             sample_rate: t
                 .sample_rate
                 .filter(|r| r.is_finite() && *r >= 1.0 && *r < 1e7)
                 .map(|r| r.round() as u32),
             channels: Some(t.channels),
             codec: audio_codec(&t.codec_id, t.bit_depth),
-        });
+        };
+        // AAC: what a decoder plays, as ffprobe reports it (see `aac_config`); the
+        // track's own numbers are the muxer's, often the core's.
+        if let Some(config) = aac_config(t)? {
+            let (mut rate, mut channels) = config.output();
+            if config.sbr_in_frames_only()
+                && let Some(first) = first_cluster
+                && r.implicit_sbr(first, t.number)?
+            {
+                (rate, channels) = config.output_with_implicit_sbr();
+            }
+            audio.sample_rate = Some(rate);
+            audio.channels = channels.or(audio.channels);
+        }
+        out.audio = Some(audio);
     }
     Ok(out)
 }
@@ -331,7 +353,10 @@ struct Track {
     height: u32,
     quarter_turn: bool,
     sample_rate: Option<f64>,
+    output_sample_rate: Option<f64>,
     channels: u32,
+    /// CodecPrivate, kept for AAC only (its AudioSpecificConfig).
+    codec_private: Vec<u8>,
     bit_depth: u64,
     encrypted: bool,
 }
@@ -366,6 +391,7 @@ fn parse_tracks(body: &[u8]) -> Result<TrackSet> {
 
 fn parse_track_entry(body: &[u8]) -> Result<Track> {
     let mut t = Track { channels: 1, ..Track::default() };
+    let mut private = None;
     for e in children(body) {
         let e = e?;
         match e.id {
@@ -374,6 +400,7 @@ fn parse_track_entry(body: &[u8]) -> Result<Track> {
             TRACK_TYPE => t.kind = uint(e.body),
             CODEC_ID => t.codec_id = String::from_utf8_lossy(e.body).trim_end_matches('\0').to_string(),
             DEFAULT_DURATION => t.default_duration = Some(uint(e.body)),
+            CODEC_PRIVATE => private = Some(e.body),
             VIDEO => {
                 for v in children(e.body) {
                     let v = v?;
@@ -399,6 +426,7 @@ fn parse_track_entry(body: &[u8]) -> Result<Track> {
                     let a = a?;
                     match a.id {
                         SAMPLING_FREQUENCY => t.sample_rate = float(a.body),
+                        OUTPUT_SAMPLING_FREQUENCY => t.output_sample_rate = float(a.body),
                         CHANNELS => t.channels = u32::try_from(uint(a.body)).unwrap_or(0),
                         BIT_DEPTH => t.bit_depth = uint(a.body),
                         _ => {}
@@ -414,7 +442,46 @@ fn parse_track_entry(body: &[u8]) -> Result<Track> {
             _ => {}
         }
     }
+    // Only an AAC config is read, and it is a few bytes: others are not copied.
+    if t.kind == 2 && t.codec_id.starts_with("A_AAC") {
+        t.codec_private = private.unwrap_or_default().to_vec();
+    }
     Ok(t)
+}
+
+/// The AudioSpecificConfig of an AAC track, as FFmpeg's demuxer hands it to the
+/// decoder (so that we report what ffprobe does): the CodecPrivate when there is one,
+/// read whole (a config no decoder accepts is corrupt, as in MP4); else, for the
+/// legacy ids that name SBR (`A_AAC/MPEG4/LC/SBR`, …), the config FFmpeg builds from
+/// them: the core at SamplingFrequency and Channels, SBR present at
+/// OutputSamplingFrequency (the core rate when absent, which plays at the core rate).
+/// Rates outside the AAC table, which FFmpeg cannot index, keep the track's numbers.
+/// Other ids without CodecPrivate say nothing beyond the track's numbers: `None`.
+fn aac_config(t: &Track) -> Result<Option<AudioConfig>> {
+    if !t.codec_id.starts_with("A_AAC") {
+        return Ok(None);
+    }
+    if !t.codec_private.is_empty() {
+        return asc::read(&t.codec_private).map(Some).map_err(|e| ProbeError::corrupt(FMT, e));
+    }
+    if !t.codec_id.contains("/SBR") {
+        return Ok(None);
+    }
+    const RATES: [u32; 13] = [
+        96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000, 7_350,
+    ];
+    let table_rate = |r: Option<f64>| r.and_then(|r| RATES.iter().copied().find(|&x| f64::from(x) == r));
+    let Some(core_rate) = table_rate(t.sample_rate) else { return Ok(None) };
+    let Some(out_rate) = table_rate(t.output_sample_rate.or(t.sample_rate)) else { return Ok(None) };
+    let object_type =
+        ["MAIN", "LC", "SSR"].iter().position(|p| t.codec_id.contains(p)).map_or(4, |i| i as u32 + 1);
+    Ok(Some(AudioConfig {
+        object_type,
+        core_rate,
+        core_channels: Some(t.channels).filter(|&c| c > 0),
+        sbr: Sbr::Present { rate: out_rate },
+        ps: None,
+    }))
 }
 
 /// The values of the first `NUMBER_OF_FRAMES` and the first `DURATION` SimpleTag of
@@ -806,6 +873,119 @@ impl<R: Read + Seek> Walker<R> {
         Ok(span)
     }
 
+    /// Whether `track`'s first AAC frames all carry SBR (implicit signalling, decided as
+    /// for MP4 and ADTS: the first four frames, or all the stream has when fewer). Reads
+    /// the blocks of `track` in the first Clusters (at most 8 Clusters and four
+    /// blocks; other tracks' blocks cost their headers); of a laced block, its first frame only. A frame larger than an AAC
+    /// frame can be, or a walk that stops before four frames without reaching the end
+    /// of the file, says no.
+    fn implicit_sbr(&mut self, mut pos: u64, track: u64) -> Result<bool> {
+        const CLUSTERS: u32 = 8;
+        let mut units: Vec<Vec<u8>> = Vec::new();
+        let mut ended = false;
+        'clusters: for _ in 0..CLUSTERS {
+            self.spend()?;
+            let Some(h) = self.header_at_or_cut(pos)? else {
+                ended = true;
+                break;
+            };
+            // An unknown-size Cluster (a live stream) ends at the next level-1 element.
+            let mut end = h.end().map_or(self.file_size, |e| e.min(self.file_size));
+            if h.id == CLUSTER {
+                let mut at = h.data_start;
+                while at < end {
+                    self.spend()?;
+                    let Some(c) = self.header_at_or_cut(at)? else { break };
+                    if h.size.is_none() && LEVEL1.contains(&c.id) {
+                        end = at;
+                        break;
+                    }
+                    let block = match c.id {
+                        SIMPLE_BLOCK => Some(c),
+                        BLOCK_GROUP => {
+                            let group_end = c.end().unwrap_or(end).min(end);
+                            let mut g = c.data_start;
+                            let mut found = None;
+                            while g < group_end && found.is_none() {
+                                self.spend()?;
+                                let Some(b) = self.header_at_or_cut(g)? else { break };
+                                if b.id == BLOCK {
+                                    found = Some(b);
+                                }
+                                let Some(next) = b.end() else { break };
+                                g = next;
+                            }
+                            found
+                        }
+                        _ => None,
+                    };
+                    if let Some(b) = block {
+                        match self.block_frame(&b, track)? {
+                            BlockFrame::OtherTrack => {}
+                            BlockFrame::Frame(unit) => {
+                                units.push(unit);
+                                if units.len() >= AAC_SBR_FRAMES {
+                                    break 'clusters;
+                                }
+                            }
+                            BlockFrame::Unreadable => return Ok(false),
+                        }
+                    }
+                    let Some(next) = c.end() else { break };
+                    at = next;
+                }
+            }
+            if end >= self.file_size {
+                ended = true;
+                break;
+            }
+            if h.size.is_none() && h.id != CLUSTER {
+                break;
+            }
+            pos = end;
+        }
+        Ok((units.len() >= AAC_SBR_FRAMES || ended) && aac_units_carry_sbr(units.iter().map(Vec::as_slice)))
+    }
+
+    /// The first frame of a (Simple)Block of `track`: the whole payload, or the first
+    /// frame of a lace (Xiph, fixed-size or EBML).
+    fn block_frame(&mut self, h: &Header, track: u64) -> Result<BlockFrame> {
+        // The track number first (a vint of at most 8 bytes): another track's block is
+        // not read further.
+        let Some(size) = h.size else { return Ok(BlockFrame::Unreadable) };
+        let head = match self.read_small(h, 8) {
+            Ok(b) => b,
+            Err(ProbeError::Truncated { .. }) => return Ok(BlockFrame::Unreadable),
+            Err(e) => return Err(e),
+        };
+        match vint(&head) {
+            Some((number, _)) if number != track => return Ok(BlockFrame::OtherTrack),
+            Some(_) => {}
+            None => return Ok(BlockFrame::Unreadable),
+        }
+        // Track number, timecode, flags and lace sizes around at most four AAC frames
+        // (a lace of more is not looked into).
+        if size > 8 + 2 + 1 + 1 + 64 + (AAC_SBR_FRAMES * AAC_MAX_BLOCK_BYTES) as u64 {
+            return Ok(BlockFrame::Unreadable);
+        }
+        let body = match self.read_small(h, size) {
+            Ok(b) => b,
+            Err(ProbeError::Truncated { .. }) => return Ok(BlockFrame::Unreadable),
+            Err(e) => return Err(e),
+        };
+        let Some((_, n)) = vint(&body) else { return Ok(BlockFrame::Unreadable) };
+        let Some(&flags) = body.get(n + 2) else { return Ok(BlockFrame::Unreadable) };
+        let data = &body[n + 3..];
+        let frame = match (flags >> 1) & 3 {
+            0 => Some(data),
+            lacing => first_laced_frame(lacing, data),
+        };
+        Ok(match frame {
+            Some(f) if !f.is_empty() && f.len() <= AAC_MAX_BLOCK_BYTES => BlockFrame::Frame(f.to_vec()),
+            _ => BlockFrame::Unreadable,
+        })
+    }
+
     /// Like [`Walker::header_at`], but a header cut by the end of the file ends the
     /// walk instead of failing it.
     fn header_at_or_cut(&mut self, pos: u64) -> Result<Option<Header>> {
@@ -837,6 +1017,61 @@ impl<R: Read + Seek> Walker<R> {
         let Some(rel) = body.get(n..n + 2) else { return Ok(None) };
         Ok(Some(cluster_time.saturating_add(i64::from(i16::from_be_bytes([rel[0], rel[1]])))))
     }
+}
+
+/// What [`Walker::block_frame`] found in a block.
+enum BlockFrame {
+    OtherTrack,
+    Frame(Vec<u8>),
+    /// Cut, malformed or too large to look into.
+    Unreadable,
+}
+
+/// The first frame of a laced block's `data` (after the flags byte): lacing 1 is Xiph
+/// (sizes as runs of 255), 2 fixed-size, 3 EBML (the first size a vint).
+fn first_laced_frame(lacing: u8, data: &[u8]) -> Option<&[u8]> {
+    let (&count, rest) = data.split_first()?;
+    let frames = usize::from(count) + 1;
+    if frames == 1 {
+        return Some(rest);
+    }
+    let (len, rest) = match lacing {
+        1 => {
+            let mut len = 0usize;
+            let mut at = 0;
+            loop {
+                let b = *rest.get(at)?;
+                len += usize::from(b);
+                at += 1;
+                if b != 255 {
+                    break;
+                }
+            }
+            // The other laced sizes follow; the first frame starts after all of them.
+            let mut skip = at;
+            for _ in 1..frames - 1 {
+                loop {
+                    let b = *rest.get(skip)?;
+                    skip += 1;
+                    if b != 255 {
+                        break;
+                    }
+                }
+            }
+            (len, &rest[skip..])
+        }
+        2 => (rest.len() / frames, rest),
+        _ => {
+            let (first, n) = vint(rest)?;
+            let mut skip = n;
+            for _ in 1..frames - 1 {
+                let (_, m) = vint_raw(rest.get(skip..)?)?;
+                skip += m;
+            }
+            (usize::try_from(first).ok()?, &rest[skip..])
+        }
+    };
+    rest.get(..len)
 }
 
 /// A child element of an in-memory master element.
@@ -1088,6 +1323,108 @@ mod tests {
         assert_eq!(video.frame_count, Some(3));
         assert_eq!(video.frame_rate, Some(25.0));
         assert_eq!(s.audio.unwrap().codec, "aac");
+    }
+
+    /// An audio-only Matroska file: one AAC track (number 1) of the given codec id and
+    /// extra TrackEntry children, SamplingFrequency 22050, Channels `channels`, and one
+    /// Cluster of the given SimpleBlock bodies (after the track number, timecode and
+    /// flags, which are written here: `(lacing flags, payload)`).
+    fn aac_file(codec_id: &str, channels: u8, extra: &[u8], blocks: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut f = el(EBML, &el(DOC_TYPE, b"matroska"));
+        let mut audio = el(SAMPLING_FREQUENCY, &22_050.0f64.to_be_bytes());
+        audio.extend(el(CHANNELS, &[channels]));
+        let mut a = el(CODEC_ID, codec_id.as_bytes());
+        a.extend(el(AUDIO, &audio));
+        a.extend_from_slice(extra);
+        let mut cluster = el(TIMECODE, &[0]);
+        for (i, (lacing, payload)) in blocks.iter().enumerate() {
+            let mut b = vec![0x81];
+            b.extend_from_slice(&(46 * i as i16).to_be_bytes());
+            b.push(0x80 | lacing);
+            b.extend_from_slice(payload);
+            cluster.extend(el(SIMPLE_BLOCK, &b));
+        }
+        let body = [el(INFO, &el(TIMECODE_SCALE, &[0x0F, 0x42, 0x40])), el(TRACKS, &track(1, 2, &a))];
+        f.extend(el(SEGMENT, &[&body[..], &[el(CLUSTER, &cluster)]].concat().concat()));
+        f
+    }
+
+    fn layout(bytes: Vec<u8>) -> Result<(Option<u32>, Option<u32>)> {
+        let a = run(bytes)?.audio.unwrap();
+        Ok((a.sample_rate, a.channels))
+    }
+
+    /// A raw AAC frame ending in a fill element of SBR data (or a plain one) and END.
+    fn raw_frame(sbr: bool) -> Vec<u8> {
+        let fill = if sbr { "110000111010000" } else { "110000100000000" };
+        let mut bits = ["000101101011010011101011", fill, "111"].concat();
+        bits += &"0".repeat((8 - bits.len() % 8) % 8);
+        (0..bits.len()).step_by(8).map(|k| u8::from_str_radix(&bits[k..k + 8], 2).unwrap()).collect()
+    }
+
+    #[test]
+    fn aac_codec_private_gives_what_a_decoder_plays() {
+        let private = |c: &[u8]| el(CODEC_PRIVATE, c);
+        // Hierarchical SBR over a 22050 Hz mono core: ffprobe 44100 Hz, 2 channels,
+        // whatever the track's Channels says.
+        let f = aac_file("A_AAC", 1, &private(&[0x2B, 0x8A, 0x08, 0x00]), &[]);
+        assert_eq!(layout(f).unwrap(), (Some(44_100), Some(2)));
+        // 0x2b7 / 0x548, with psPresentFlag 0: mono stays mono.
+        let f = aac_file("A_AAC", 2, &private(&[0x13, 0x88, 0x56, 0xE5, 0xA5, 0x48, 0x00]), &[]);
+        assert_eq!(layout(f).unwrap(), (Some(44_100), Some(1)));
+        // No CodecPrivate and no SBR in the id: the track's numbers.
+        assert_eq!(layout(aac_file("A_AAC", 1, &[], &[])).unwrap(), (Some(22_050), Some(1)));
+        // Hostile configs: corrupt, as in MP4; never a panic for any cut.
+        for c in [&[0x12][..], &[0x16, 0x88], &[0x17, 0x80, 0, 0, 0x08], &[0x2B, 0x8A]] {
+            let err = layout(aac_file("A_AAC", 1, &private(c), &[])).unwrap_err();
+            assert_eq!(err.code().as_str(), "corrupt_file", "{c:02x?}: {err}");
+        }
+        let full = aac_file("A_AAC", 1, &private(&[0x13, 0x88]), &[(0, raw_frame(true))]);
+        for n in 0..full.len() {
+            let _ = run(full[..n].to_vec());
+        }
+    }
+
+    #[test]
+    fn legacy_sbr_codec_ids_are_read_as_ffmpeg_builds_their_config() {
+        let out = el(AUDIO, &el(OUTPUT_SAMPLING_FREQUENCY, &44_100.0f64.to_be_bytes()));
+        // The AUDIO element given twice: the second adds OutputSamplingFrequency.
+        let f = aac_file("A_AAC/MPEG4/LC/SBR", 1, &out, &[]);
+        assert_eq!(layout(f).unwrap(), (Some(44_100), Some(2)));
+        // Without OutputSamplingFrequency FFmpeg signals SBR at the core rate, which
+        // plays at the core rate (downsampled SBR), PS assumed for mono.
+        assert_eq!(layout(aac_file("A_AAC/MPEG2/LC/SBR", 1, &[], &[])).unwrap(), (Some(22_050), Some(2)));
+        // A rate outside the AAC table keeps the track's numbers.
+        let odd = el(AUDIO, &el(OUTPUT_SAMPLING_FREQUENCY, &44_000.0f64.to_be_bytes()));
+        assert_eq!(layout(aac_file("A_AAC/MPEG4/LC/SBR", 1, &odd, &[])).unwrap(), (Some(22_050), Some(1)));
+    }
+
+    #[test]
+    fn implicit_sbr_is_decided_by_the_first_four_blocks() {
+        let lc = el(CODEC_PRIVATE, &[0x13, 0x88]); // AAC-LC 22050 Hz mono
+        let with = |frames: &[bool]| {
+            let blocks: Vec<_> = frames.iter().map(|&sbr| (0, raw_frame(sbr))).collect();
+            layout(aac_file("A_AAC", 1, &lc, &blocks)).unwrap()
+        };
+        assert_eq!(with(&[true; 5]), (Some(44_100), Some(2)));
+        assert_eq!(with(&[true, true]), (Some(44_100), Some(2)));
+        assert_eq!(with(&[true, false, true, true]), (Some(22_050), Some(1)));
+        assert_eq!(with(&[]), (Some(22_050), Some(1)));
+        // Laced blocks: the first frame of each. Xiph lacing of two frames (the first's
+        // size, then both frames), fixed-size of two, EBML of three.
+        let frame = raw_frame(true);
+        let n = frame.len() as u8;
+        let xiph = [&[1, n][..], &frame, &frame].concat();
+        let fixed = [&[1][..], &frame, &frame].concat();
+        let ebml = [&[2, 0x80 | n, 0x80 | 0x3F][..], &frame, &frame, &frame].concat();
+        let blocks = [(2, xiph), (4, fixed), (6, ebml.clone()), (6, ebml)];
+        assert_eq!(layout(aac_file("A_AAC", 1, &lc, &blocks)).unwrap(), (Some(44_100), Some(2)));
+        // A lace whose sizes overrun the block says no, never a panic.
+        let bad = [(2, vec![3, 255, 255, 255]), (6, vec![1, 0x40])];
+        for b in bad {
+            let f = aac_file("A_AAC", 1, &lc, &[b, (0, frame.clone())]);
+            assert_eq!(layout(f).unwrap(), (Some(22_050), Some(1)));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use asset_queue::{Backoff, BrokerUrls, JobLimits, QueueConfig, QueueType, Topolo
 use asset_sink::{SinkKind, SinkSettings};
 use asset_storage::{AllowedEndpoints, AppCredential, AzureSettings, OrgSecrets, Secret, StorageConfig};
 
-use crate::fetch::FetchMode;
+use asset_fetch::FetchMode;
 
 /// What every way of running the pipeline shares (`run` and `replay`).
 #[derive(Debug, Clone, clap::Args)]

@@ -2,7 +2,6 @@
 //! Flags are parsed here, validated into resolved configs, and handed to the crates.
 
 mod config;
-mod fetch;
 mod logging;
 mod metrics;
 mod pause;

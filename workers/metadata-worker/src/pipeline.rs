@@ -23,9 +23,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::fetch::{self, FetchMode};
 use crate::metrics::Metrics;
 use crate::pause::{Cause, Pause};
+use asset_fetch::{self as fetch, FetchMode};
 
 /// How a job ended, from the pipeline's point of view.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,10 @@
 //! the answer is the one a full download gives. A ranged read the storage cannot serve
 //! (no size, another range than asked, an object replaced mid-read) falls back to the
 //! full download. Full: one download of the whole object, then one probe.
+//!
+//! A library so that every command that reads assets (`run`, `replay`) only wires
+//! storage, the probe processes and a sink together; the loop is the same for every
+//! origin the storage crate serves.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

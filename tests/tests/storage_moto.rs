@@ -330,61 +330,71 @@ fn all_ok_but_cors_unset(report: &ValidationReport) {
     }
 }
 
+/// A moto of the test's own (no IAM enforcement, bucket CORS rules answered as S3 does)
+/// with buckets holding one object each, and an IAM-user integration of org `org-1` for
+/// it, its secret in a secrets dir of its own.
+struct CorsMoto {
+    moto: storage_support::OwnMoto,
+    s3: aws_sdk_s3::Client,
+    secrets: tempfile::TempDir,
+}
+
+impl CorsMoto {
+    const KEY: &str = "AKIAOWNMOTOCORS00001";
+    const SECRET: &str = "own-moto-cors-secret-key-0000000000000000";
+
+    async fn start(buckets: &[&str]) -> Option<CorsMoto> {
+        let moto = storage_support::OwnMoto::start()?;
+        let base = storage_support::base_config(&moto.endpoint, Self::KEY, Self::SECRET).await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&base).force_path_style(true).build(),
+        );
+        for bucket in buckets {
+            s3.create_bucket().bucket(*bucket).send().await.unwrap();
+            let body = b"cat".to_vec().into();
+            s3.put_object().bucket(*bucket).key("my photos/cat (1).jpg").body(body).send().await.unwrap();
+        }
+        let secrets = tempfile::tempdir().unwrap();
+        std::fs::create_dir(secrets.path().join("org-1")).unwrap();
+        std::fs::write(secrets.path().join("org-1/moto.key"), Self::SECRET).unwrap();
+        Some(CorsMoto { moto, s3, secrets })
+    }
+
+    /// One rule: `ORIGIN` may use `methods`.
+    async fn set_cors(&self, bucket: &str, methods: &[&str]) {
+        let mut rule = aws_sdk_s3::types::CorsRule::builder().allowed_origins(ORIGIN);
+        for m in methods {
+            rule = rule.allowed_methods(*m);
+        }
+        let rules = aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule.build().unwrap());
+        let put = self.s3.put_bucket_cors().bucket(bucket).cors_configuration(rules.build().unwrap());
+        put.send().await.unwrap();
+    }
+
+    fn integration(&self, buckets: &[&str]) -> Integration {
+        serde_json::from_value(serde_json::json!({
+            "id": "int-cors", "org_id": "org-1", "provider": "s3_compatible", "endpoint": self.moto.endpoint,
+            "buckets": buckets,
+            "access": {"type": "iam_user", "access_key_id": Self::KEY, "secret_ref": "file:moto.key"}
+        }))
+        .unwrap()
+    }
+}
+
 /// CORS as a browser meets it, on a moto of the test's own (S3's bucket rules, preflights
 /// unauthenticated as on AWS): a bucket whose rule allows the origin passes, one without
 /// rules is `cors_missing`, another origin or a rule without GET is refused, each in one
 /// sentence. No permission beyond reading is needed.
 #[tokio::test]
 async fn cors_is_checked_as_a_browser_meets_it() {
-    let Some(own) = storage_support::OwnMoto::start() else { return };
-    let (key, secret) = ("AKIAOWNMOTOCORS00001", "own-moto-cors-secret-key-0000000000000000");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&storage_support::base_config(&own.endpoint, key, secret).await)
-            .force_path_style(true)
-            .build(),
-    );
-    for bucket in ["with-rules", "without-rules"] {
-        s3.create_bucket().bucket(bucket).send().await.unwrap();
-        s3.put_object()
-            .bucket(bucket)
-            .key("my photos/cat (1).jpg")
-            .body(b"cat".to_vec().into())
-            .send()
-            .await
-            .unwrap();
-    }
-    let set_rules = |methods: &'static [&'static str]| {
-        let s3 = s3.clone();
-        async move {
-            let mut rule = aws_sdk_s3::types::CorsRule::builder().allowed_origins(ORIGIN);
-            for m in methods {
-                rule = rule.allowed_methods(*m);
-            }
-            let rules = aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule.build().unwrap());
-            s3.put_bucket_cors()
-                .bucket("with-rules")
-                .cors_configuration(rules.build().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
-    };
-    set_rules(&["GET", "HEAD"]).await;
-
+    let Some(own) = CorsMoto::start(&["with-rules", "without-rules"]).await else { return };
+    own.set_cors("with-rules", &["GET", "HEAD"]).await;
     let temp = tempfile::tempdir().unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
-    std::fs::write(secrets.path().join("org-1/moto.key"), secret).unwrap();
-    let mut cfg = config_allowing(temp.path(), storage_support::authority(&own.endpoint));
-    cfg.secrets_dir = Some(secrets.path().to_path_buf());
+    let mut cfg = config_allowing(temp.path(), storage_support::authority(&own.moto.endpoint));
+    cfg.secrets_dir = Some(own.secrets.path().to_path_buf());
     let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
     let storage = Storage::with_aws_config(cfg, base).unwrap();
-    let integration: Integration = serde_json::from_value(serde_json::json!({
-        "id": "int-cors", "org_id": "org-1", "provider": "s3_compatible", "endpoint": own.endpoint,
-        "buckets": ["with-rules", "without-rules"],
-        "access": {"type": "iam_user", "access_key_id": key, "secret_ref": "file:moto.key"}
-    }))
-    .unwrap();
+    let integration = own.integration(&["with-rules", "without-rules"]);
     let validate = |origin: Option<&str>| {
         let opts = ValidateOptions { key: None, origin: origin.map(str::to_owned) };
         let (storage, integration) = (&storage, &integration);
@@ -413,7 +423,7 @@ async fn cors_is_checked_as_a_browser_meets_it() {
     assert!(one_sentence(&message), "{message}");
 
     // The origin, but only PUT allowed.
-    set_rules(&["PUT"]).await;
+    own.set_cors("with-rules", &["PUT"]).await;
     let (code, message) = cors(&validate(Some(ORIGIN)).await, "with-rules");
     assert_eq!(code.as_deref(), Some("cors_origin_not_allowed"), "{message}");
     assert!(one_sentence(&message), "{message}");
@@ -557,45 +567,25 @@ async fn validate_storage_command_prints_json_and_sets_the_exit_status() {
 
     // Every check passing, CORS included (PLATFORM_ORIGIN), on a moto of the test's own:
     // exit status 0.
-    let Some(own) = storage_support::OwnMoto::start() else { return };
-    let (key, secret) = ("AKIAOWNMOTOCLI000001", "own-moto-cli-secret-key-00000000000000000");
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&storage_support::base_config(&own.endpoint, key, secret).await)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket().bucket("cli-bucket").send().await.unwrap();
-    s3.put_object().bucket("cli-bucket").key("a b.jpg").body(b"x".to_vec().into()).send().await.unwrap();
-    let rule = aws_sdk_s3::types::CorsRule::builder().allowed_origins(ORIGIN).allowed_methods("GET");
-    let rules = aws_sdk_s3::types::CorsConfiguration::builder().cors_rules(rule.build().unwrap());
-    s3.put_bucket_cors()
-        .bucket("cli-bucket")
-        .cors_configuration(rules.build().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    std::fs::create_dir(secrets.path().join("org-1")).unwrap();
-    std::fs::write(secrets.path().join("org-1/moto.key"), secret).unwrap();
-    let own_integration: Integration = serde_json::from_value(serde_json::json!({
-        "id": "int-cli", "org_id": "org-1", "provider": "s3_compatible", "endpoint": own.endpoint,
-        "buckets": ["cli-bucket"],
-        "access": {"type": "iam_user", "access_key_id": key, "secret_ref": "file:moto.key"}
-    }))
-    .unwrap();
+    let Some(own) = CorsMoto::start(&["cli-bucket"]).await else { return };
+    own.set_cors("cli-bucket", &["GET"]).await;
+    let own_integration = own.integration(&["cli-bucket"]);
     let out = run(
         &own_integration,
         &[],
         &[
             ("PLATFORM_ORIGIN", ORIGIN),
-            ("SECRETS_DIR", secrets.path().to_str().unwrap()),
-            ("ALLOWED_ENDPOINTS", storage_support::authority(&own.endpoint)),
+            ("SECRETS_DIR", own.secrets.path().to_str().unwrap()),
+            ("ALLOWED_ENDPOINTS", storage_support::authority(&own.moto.endpoint)),
         ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(codes(&stdout), [], "{stdout}");
-    assert!(!stdout.contains(secret) && !String::from_utf8_lossy(&out.stderr).contains(secret));
+    assert!(
+        !stdout.contains(CorsMoto::SECRET)
+            && !String::from_utf8_lossy(&out.stderr).contains(CorsMoto::SECRET)
+    );
 }
 
 #[tokio::test]

@@ -17,6 +17,18 @@ mod text;
 mod video;
 mod volume;
 
+/// Helpers the unit tests of several extractors share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// An ISO BMFF box: 32-bit size, type, payload.
+    pub(crate) fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut v = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(payload);
+        v
+    }
+}
+
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::panic::{self, AssertUnwindSafe};

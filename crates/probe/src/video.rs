@@ -6,7 +6,7 @@ mod asf;
 mod avi;
 mod flv;
 mod mkv;
-mod mp4;
+pub(crate) mod mp4;
 mod mpegps;
 mod mpegts;
 mod nal;

@@ -134,73 +134,20 @@ fn craw_size(trak: &[u8]) -> Result<Option<(u32, u32)>> {
 
 /// The first child of `data` of type `kind`.
 fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>> {
-    for b in boxes(data) {
-        let (k, payload) = b?;
-        if &k == kind {
-            return Ok(Some(payload));
-        }
-    }
-    Ok(None)
+    crate::video::mp4::child_of(NAME, data, kind)
 }
 
-/// Child boxes of an in-memory payload; a child claiming more than its parent holds is
-/// corrupt (the parent was read whole). Each step consumes at least 8 bytes.
-fn boxes(data: &[u8]) -> impl Iterator<Item = Result<([u8; 4], &[u8])>> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let item = split(rest);
-        match item {
-            Ok((kind, payload, after)) => {
-                rest = after;
-                Some(Ok((kind, payload)))
-            }
-            Err(e) => {
-                rest = &[];
-                Some(Err(e))
-            }
-        }
-    })
-}
-
-type Split<'a> = ([u8; 4], &'a [u8], &'a [u8]);
-
-fn split(data: &[u8]) -> Result<Split<'_>> {
-    let bad = || ProbeError::corrupt(NAME, "a box inside moov is cut short");
-    let head: [u8; 8] = data.get(..8).and_then(|h| h.try_into().ok()).ok_or_else(bad)?;
-    let kind = [head[4], head[5], head[6], head[7]];
-    let (size, header) = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
-        0 => (data.len() as u64, 8),
-        1 => {
-            let large: [u8; 8] = data.get(8..16).and_then(|h| h.try_into().ok()).ok_or_else(bad)?;
-            (u64::from_be_bytes(large), 16)
-        }
-        n => (u64::from(n), 8),
-    };
-    if size < header || size > data.len() as u64 {
-        return Err(ProbeError::corrupt(
-            NAME,
-            format!("a box inside moov declares {size} bytes in a parent of {}", data.len()),
-        ));
-    }
-    // Both are at most data.len().
-    let (size, header) = (size as usize, header as usize);
-    Ok((kind, &data[header..size], &data[size..]))
+/// Child boxes of an in-memory payload (MP4's walker, errors named CR3): a child claiming
+/// more than its parent holds is `corrupt_file`.
+fn boxes(data: &[u8]) -> crate::video::mp4::Boxes<'_> {
+    crate::video::mp4::boxes_of(NAME, data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::bx;
     use std::io::Cursor;
-
-    fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut v = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(kind);
-        v.extend_from_slice(payload);
-        v
-    }
 
     fn craw_trak(w: u16, h: u16) -> Vec<u8> {
         let mut entry = vec![0u8; 24];

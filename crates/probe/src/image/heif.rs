@@ -414,13 +414,7 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-
-    fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut v = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(kind);
-        v.extend_from_slice(payload);
-        v
-    }
+    use crate::test_support::bx;
 
     fn full(kind: &[u8; 4], version: u8, flags: u32, payload: &[u8]) -> Vec<u8> {
         let mut p = ((u32::from(version) << 24) | flags).to_be_bytes().to_vec();

@@ -220,12 +220,19 @@ fn fourcc(kind: &[u8; 4]) -> String {
 
 /// Child boxes of a complete, in-memory payload. A child that claims more bytes than
 /// its parent holds is corruption (the parent itself was read in full).
-struct Boxes<'a> {
+pub(crate) struct Boxes<'a> {
     rest: &'a [u8],
+    /// The format errors are reported for.
+    format: &'static str,
 }
 
 fn boxes(data: &[u8]) -> Boxes<'_> {
-    Boxes { rest: data }
+    boxes_of(FMT, data)
+}
+
+/// [`Boxes`] of an ISO BMFF payload of another format (CR3, …), its errors named so.
+pub(crate) fn boxes_of<'a>(format: &'static str, data: &'a [u8]) -> Boxes<'a> {
+    Boxes { rest: data, format }
 }
 
 impl<'a> Iterator for Boxes<'a> {
@@ -235,7 +242,7 @@ impl<'a> Iterator for Boxes<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let item = split_box(self.rest);
+        let item = split_box(self.format, self.rest);
         match item {
             Ok((kind, payload, rest)) => {
                 self.rest = rest;
@@ -251,8 +258,8 @@ impl<'a> Iterator for Boxes<'a> {
 
 type Split<'a> = ([u8; 4], &'a [u8], &'a [u8]);
 
-fn split_box(data: &[u8]) -> Result<Split<'_>> {
-    let bad = |what: &str| ProbeError::corrupt(FMT, what.to_string());
+fn split_box<'a>(format: &'static str, data: &'a [u8]) -> Result<Split<'a>> {
+    let bad = |what: &str| ProbeError::corrupt(format, what.to_string());
     let size = be_u32(data, 0).ok_or_else(|| bad("a box header is cut short"))?;
     let kind = data
         .get(4..8)
@@ -277,7 +284,12 @@ fn split_box(data: &[u8]) -> Result<Split<'_>> {
 
 /// The first child of `data` of type `kind`.
 fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>> {
-    for b in boxes(data) {
+    child_of(FMT, data, kind)
+}
+
+/// [`child`] in an ISO BMFF payload of another format.
+pub(crate) fn child_of<'a>(format: &'static str, data: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>> {
+    for b in boxes_of(format, data) {
         let (k, payload) = b?;
         if &k == kind {
             return Ok(Some(payload));
@@ -771,7 +783,7 @@ fn slim_mdia(mdia: &[u8]) -> Result<Vec<u8>> {
                     let entries = stsd.get(8..).unwrap_or_default();
                     let mut first = Vec::new();
                     if be_u32(stsd, 4).is_some_and(|n| n > 0) && !entries.is_empty() {
-                        let (k, p, _) = split_box(entries)?;
+                        let (k, p, _) = split_box(FMT, entries)?;
                         put_box(&mut first, &k, p)?;
                     }
                     let count = u32::from(!first.is_empty());
@@ -957,7 +969,7 @@ fn audio_stream(
 fn raw_entry(stsd: &[u8]) -> RawEntry {
     // stsd: version/flags, entry count, then sample entries.
     let Some(first) = stsd.get(8..) else { return RawEntry::default() };
-    let Ok((kind, entry, _)) = split_box(first) else { return RawEntry::default() };
+    let Ok((kind, entry, _)) = split_box(FMT, first) else { return RawEntry::default() };
     // Visual entry: 6 reserved + 2 index + 16 predefined, then width and height (u16).
     // Audio entry: 6 + 2 + 8, then channel count (u16) at 16 and rate (16.16) at 24.
     let u16_at = |at| be_u16(entry, at).map(u32::from).unwrap_or(0);
@@ -1153,13 +1165,7 @@ fn classify(e: mp4parse::Error, limits: &Limits) -> ProbeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bx(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut v = ((payload.len() + 8) as u32).to_be_bytes().to_vec();
-        v.extend_from_slice(kind);
-        v.extend_from_slice(payload);
-        v
-    }
+    use crate::test_support::bx;
 
     fn run(bytes: Vec<u8>) -> Result<Streams> {
         let size = bytes.len() as u64;
@@ -1440,7 +1446,7 @@ mod tests {
             out.unwrap()
         };
         let stsd = stbl(b"stsd");
-        let (_, entry, _) = split_box(&stsd[8..]).unwrap();
+        let (_, entry, _) = split_box(FMT, &stsd[8..]).unwrap();
         let mut encv = Vec::new();
         put_box(&mut encv, b"encv", &[entry, &b"\0\0\0\x08sinf".repeat(100_000)].concat()).unwrap();
         let moov = replace_table(&moov, b"stsd", &[&stsd[..8], &encv].concat());

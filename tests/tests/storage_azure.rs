@@ -199,6 +199,27 @@ impl Azurite {
         Some(a)
     }
 
+    /// [`Azurite::start`], then waits until it answers HTTP. An instance that stops
+    /// listening before it answers (a CI run saw one refuse the first request after
+    /// its port had accepted a connection) is replaced by one on another port.
+    async fn start_ready(tls: Option<&Tls>) -> Option<Azurite> {
+        for _ in 0..3 {
+            let mut a = Azurite::start(tls)?;
+            let list = format!("{}?comp=list", a.endpoint);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if a.http.get(&list).send().await.is_ok() {
+                    return Some(a);
+                }
+                if a.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("azurite did not answer HTTP on three ports in a row");
+    }
+
     fn port(&self) -> u16 {
         self.endpoint.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap()
     }
@@ -439,7 +460,7 @@ impl World {
 
 async fn world(https: bool, tune: impl FnOnce(&mut StorageConfig)) -> Option<World> {
     let tls = https.then(Tls::make);
-    let azurite = Azurite::start(tls.as_ref())?;
+    let azurite = Azurite::start_ready(tls.as_ref()).await?;
     azurite.seed().await;
     let secrets = tempfile::tempdir().unwrap();
     std::fs::create_dir(secrets.path().join("org-1")).unwrap();

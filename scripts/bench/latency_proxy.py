@@ -28,34 +28,24 @@ import socket
 STATS = {"requests": 0, "connections": 0}
 
 
-async def pump_requests(loop, client, upstream, delay):
-    """Client → upstream, each chunk delayed; counts chunks that start a request."""
+async def pump(loop, src, dst, delay=0.0, requests=False, quickack=False):
+    """src → dst until src ends, then half-close dst. `delay`: each chunk is held that
+    long (client → upstream); `requests`: count chunks that start an HTTP request;
+    `quickack`: acknowledge every read of src at once (upstream → client; Linux clears
+    quick-ACK mode on its own, so it is re-armed after every read)."""
     while True:
-        data = await loop.sock_recv(client, 65536)
+        data = await loop.sock_recv(src, 262144)
+        if quickack:
+            src.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         if not data:
             break
-        if data[:4] in (b"GET ", b"HEAD", b"PUT ", b"POST", b"OPTI", b"DELE"):
+        if requests and data[:4] in (b"GET ", b"HEAD", b"PUT ", b"POST", b"OPTI", b"DELE"):
             STATS["requests"] += 1
         if delay:
             await asyncio.sleep(delay)
-        await loop.sock_sendall(upstream, data)
+        await loop.sock_sendall(dst, data)
     try:
-        upstream.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-async def pump_answers(loop, upstream, client):
-    """Upstream → client at once, acknowledging every read immediately."""
-    while True:
-        data = await loop.sock_recv(upstream, 262144)
-        # Linux clears quick-ACK mode on its own; re-arm it after every read.
-        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        if not data:
-            break
-        await loop.sock_sendall(client, data)
-    try:
-        client.shutdown(socket.SHUT_WR)
+        dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 
@@ -70,7 +60,10 @@ async def serve(client, upstream_addr, delay):
         for s in (client, upstream):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        await asyncio.gather(pump_requests(loop, client, upstream, delay), pump_answers(loop, upstream, client))
+        await asyncio.gather(
+            pump(loop, client, upstream, delay=delay, requests=True),
+            pump(loop, upstream, client, quickack=True),
+        )
     except OSError:
         pass
     finally:

@@ -150,8 +150,13 @@ pub(crate) fn block_carries_sbr(body: &[u8]) -> Option<bool> {
         Some((p..p + n).fold(0usize, |v, q| (v << 1) | usize::from(bit(q))))
     };
     let last_byte = body.len().checked_sub(1)?;
+    // A block ends with END and zero padding within its last byte: a zero last byte
+    // is not a block (and has no last one bit to count back from).
+    if body[last_byte] == 0 {
+        return None;
+    }
     let last_one = last_byte * 8 + 7 - body[last_byte].trailing_zeros() as usize;
-    if body[last_byte] == 0 || last_one < 2 {
+    if last_one < 2 {
         return None;
     }
     let end_at = last_one - 2;
@@ -188,6 +193,16 @@ pub(crate) fn block_carries_sbr(body: &[u8]) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_ending_in_a_zero_byte_is_no_block() {
+        // Found by the video fuzz target in an MP4's first AAC access unit: the bit
+        // arithmetic ran before the zero check and underflowed.
+        assert_eq!(block_carries_sbr(&[0x00]), None);
+        assert_eq!(block_carries_sbr(&[0xDE, 0xAD, 0x00]), None);
+        assert_eq!(block_carries_sbr(&[]), None);
+        assert!(!units_carry_sbr([&[0x21u8, 0x00][..]]));
+    }
 
     /// An AAC-LC frame (7-byte header, protection absent) around `body` bits.
     fn frame(bits: &str) -> Vec<u8> {

@@ -4,7 +4,6 @@
 //! creation time what would otherwise fail on the first import.
 
 use asset_core::{Access, Integration, S3Integration};
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use reqwest::header::{
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_METHOD, HeaderMap,
     ORIGIN, RANGE,
@@ -12,10 +11,10 @@ use reqwest::header::{
 use serde::Serialize;
 
 use crate::Storage;
-use crate::credentials::{Purpose, base_identity, classify_sdk_error};
+use crate::credentials::{Purpose, base_identity};
+use crate::download::{status_error, xml_text};
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, check_key_segments};
-use crate::retry::with_retry;
 use crate::secret::SignedUrl;
 use crate::source::{LocalSource, ObjectSource, S3Source};
 use crate::validate::is_known_aws_region;
@@ -122,7 +121,6 @@ impl Storage {
         checks: &mut Vec<Check>,
     ) {
         let source = S3Source { inner: &self.inner, integration: s, aws };
-        let retry = &self.inner.config.retry;
         match &s.access {
             Access::IamUser { secret_ref, .. } => match source.credentials(Purpose::Validate).await {
                 Ok(_) => checks
@@ -146,30 +144,23 @@ impl Storage {
                 }
             }
         }
-        let creds = match source.credentials(Purpose::Validate).await {
-            Ok(c) => c,
-            Err(e) => return checks.push(failed(CheckName::Credentials, &e)),
-        };
-        let client = source.client(&creds);
-
+        let downloader = &self.inner.downloader;
         for (index, bucket) in s.buckets.iter().enumerate() {
             // ListObjectsV2 rather than HeadBucket: both need s3:ListBucket on AWS, and
             // the listing also yields an object to read (moto refuses HeadBucket to
             // roles that may list).
-            let listed = with_retry(retry, "list_objects", |_| async {
-                client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .max_keys(1)
-                    .send()
-                    .await
-                    .map_err(|e| classify_sdk_error("s3", e))
-            })
-            .await;
-            let first_key = match listed {
-                Ok(l) => {
+            let listing = [("list-type", "2"), ("max-keys", "1")];
+            let listed = match source.validation_request(bucket, "", &listing, &[]).await {
+                Ok((url, headers)) => downloader.get_answer(&url, headers).await,
+                Err(e) => Err(e),
+            };
+            let first_key = match listed.and_then(|(status, _, body)| {
+                let body = String::from_utf8_lossy(&body).into_owned();
+                if status.is_success() { Ok(body) } else { Err(status_error(status, &body, false)) }
+            }) {
+                Ok(body) => {
                     checks.push(pass(CheckName::Bucket, format!("bucket {bucket} exists and can be listed")));
-                    l.contents().first().and_then(|o| o.key()).map(str::to_owned)
+                    xml_text(&body, "Key")
                 }
                 Err(e) => {
                     checks.push(fail(
@@ -195,15 +186,18 @@ impl Storage {
                     checks.push(fail(CheckName::Read, e.code().as_str(), format!("bucket {bucket}: {e}")));
                 }
                 Some(key) => {
-                    let read = with_retry(retry, "get_object", |_| async {
-                        match client.get_object().bucket(bucket).key(&key).range("bytes=0-0").send().await {
-                            Ok(_) => Ok(()),
-                            // An empty object answers 416 to any range: reading was allowed.
-                            Err(e) if e.code() == Some("InvalidRange") => Ok(()),
-                            Err(e) => Err(classify_sdk_error("s3", e)),
-                        }
-                    })
-                    .await;
+                    let read =
+                        match source.validation_request(bucket, &key, &[], &[("range", "bytes=0-0")]).await {
+                            Ok((url, headers)) => match downloader.get_answer(&url, headers).await {
+                                // An empty object answers 416 to any range: reading was allowed.
+                                Ok((status, ..)) if status.is_success() || status.as_u16() == 416 => Ok(()),
+                                Ok((status, _, body)) => {
+                                    Err(status_error(status, &String::from_utf8_lossy(&body), false))
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        };
                     match read {
                         Ok(()) => checks
                             .push(pass(CheckName::Read, format!("read the first byte of {bucket}/{key}"))),
@@ -220,33 +214,50 @@ impl Storage {
                 }
             }
 
-            checks.push(self.check_region(&client, s, aws, bucket).await);
+            checks.push(self.check_region(&source, s, aws, bucket).await);
             checks.push(
                 self.cors_check(signed.as_ref(), &format!("bucket {bucket}"), opts.origin.as_deref()).await,
             );
         }
     }
 
-    async fn check_region(
-        &self,
-        client: &aws_sdk_s3::Client,
-        s: &S3Integration,
-        aws: bool,
-        bucket: &str,
-    ) -> Check {
-        let loc = with_retry(&self.inner.config.retry, "get_bucket_location", |_| async {
-            client.get_bucket_location().bucket(bucket).send().await.map_err(|e| classify_sdk_error("s3", e))
-        })
-        .await;
-        let actual = match loc {
+    /// GetBucketLocation, compared with the integration's region. A bucket in another
+    /// region than the one the request was signed for may answer with a redirect or an
+    /// error instead of its location: its `x-amz-bucket-region` header still names it.
+    async fn check_region(&self, source: &S3Source<'_>, s: &S3Integration, aws: bool, bucket: &str) -> Check {
+        let answer = match source.validation_request(bucket, "", &[("location", "")], &[]).await {
+            Ok((url, headers)) => self.inner.downloader.get_answer(&url, headers).await,
+            Err(e) => Err(e),
+        };
+        let header = |h: &HeaderMap| {
+            h.get("x-amz-bucket-region")
+                .and_then(|v| v.to_str().ok())
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+        };
+        let actual = match answer {
             // No constraint means us-east-1; `EU` is the legacy name of eu-west-1.
-            Ok(l) => match l.location_constraint().map(|c| c.as_str()) {
-                None | Some("") => "us-east-1".to_owned(),
-                Some("EU") => "eu-west-1".to_owned(),
-                Some(r) => r.to_owned(),
-            },
+            Ok((status, _, body)) if status.is_success() => {
+                match location_constraint(&String::from_utf8_lossy(&body)).as_deref() {
+                    None | Some("") => "us-east-1".to_owned(),
+                    Some("EU") => "eu-west-1".to_owned(),
+                    Some(r) => r.to_owned(),
+                }
+            }
+            Ok((_, headers, _)) if header(&headers).is_some() => header(&headers).unwrap_or_default(),
+            Ok((status, _, body)) => {
+                let e = status_error(status, &String::from_utf8_lossy(&body), false);
+                return fail(CheckName::Region, e.code().as_str(), format!("bucket {bucket}: {e}"));
+            }
             Err(e) => return fail(CheckName::Region, e.code().as_str(), format!("bucket {bucket}: {e}")),
         };
+        if !actual.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || actual.len() > 64 {
+            return fail(
+                CheckName::Region,
+                "region_mismatch",
+                format!("bucket {bucket} reports no usable region"),
+            );
+        }
         let expected = s.region.as_deref().unwrap_or("us-east-1");
         if actual == expected {
             pass(CheckName::Region, format!("bucket {bucket} is in {actual}"))
@@ -258,6 +269,25 @@ impl Storage {
             )
         } else {
             pass(CheckName::Region, format!("bucket {bucket} reports region {actual}"))
+        }
+    }
+}
+
+/// The text of a GetBucketLocation answer's root element,
+/// `<LocationConstraint xmlns="…">eu-west-1</LocationConstraint>` (empty, or an empty
+/// element, for us-east-1). `None` when the body is not such a document.
+fn location_constraint(body: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    let mut inside = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.local_name().as_ref() == "LocationConstraint" => inside = true,
+            Event::Empty(e) if e.local_name().as_ref() == "LocationConstraint" => return Some(String::new()),
+            Event::Text(t) if inside => return Some(t.into_inner().trim().to_owned()),
+            Event::End(_) if inside => return Some(String::new()),
+            Event::Eof => return None,
+            _ => {}
         }
     }
 }
@@ -361,6 +391,23 @@ fn cors_verdict(headers: &HeaderMap, place: &str, origin: &str, request: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_locations_are_read_from_the_documents_servers_write() {
+        let ns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
+        assert_eq!(
+            location_constraint(&format!(
+                r#"<?xml version="1.0"?><LocationConstraint {ns}>eu-west-1</LocationConstraint>"#
+            ))
+            .as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(location_constraint(&format!("<LocationConstraint {ns}/>")).as_deref(), Some(""));
+        assert_eq!(location_constraint("<LocationConstraint></LocationConstraint>").as_deref(), Some(""));
+        assert_eq!(location_constraint("<LocationConstraint>EU</LocationConstraint>").as_deref(), Some("EU"));
+        assert_eq!(location_constraint("<Error><Code>AccessDenied</Code></Error>"), None);
+        assert_eq!(location_constraint("not xml <"), None);
+    }
 
     #[test]
     fn sign_blob_is_named_as_documented() {

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use asset_core::{Access, S3Integration};
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::config::http::HttpResponse;
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::config::StorageConfig;

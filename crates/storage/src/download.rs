@@ -293,15 +293,38 @@ impl Downloader {
         url: &SignedUrl,
         headers: &[(reqwest::header::HeaderName, &str)],
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), StorageError> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            let v = reqwest::header::HeaderValue::from_str(v).map_err(|_| StorageError::Upstream {
+                service: SERVICE,
+                message: format!("a {k} header that is no header value"),
+                retryable: false,
+                source: None,
+            })?;
+            map.insert(k.clone(), v);
+        }
+        let (status, head, body) = self.get_answer(url, map).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &String::from_utf8_lossy(&body), expired(url)));
+        }
+        Ok((head, body))
+    }
+
+    /// A GET answered below 500 and not throttled, whatever its status (a refusal is an
+    /// answer the caller reads, e.g. a 416 on an empty object or the region header of a
+    /// redirect): the status, the headers and at most 1 MiB of body. Throttling and
+    /// server faults are retried, then errors.
+    pub(crate) async fn get_answer(
+        &self,
+        url: &SignedUrl,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), StorageError> {
         with_retry(&self.retry, "get", |_| async {
             self.egress.check_str(url.expose())?;
-            let mut req = self.client.get(url.expose());
-            for (k, v) in headers {
-                req = req.header(k, *v);
-            }
+            let req = self.client.get(url.expose()).headers(headers.clone());
             let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
             let status = resp.status();
-            if !status.is_success() {
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 let body = error_body(&mut resp).await;
                 return Err(status_error(status, &body, expired(url)));
             }
@@ -314,7 +337,7 @@ impl Downloader {
                     break;
                 }
             }
-            Ok((head, body))
+            Ok((status, head, body))
         })
         .await
     }

@@ -294,18 +294,21 @@ impl EgressPolicy {
 /// the S3 and STS ones (`AWS_ENDPOINT_URL_S3`, `_STS`, or the profile's `endpoint_url`).
 pub(crate) fn operator_endpoints(base: &SdkConfig) -> Vec<String> {
     let mut urls: Vec<String> = base.endpoint_url().map(str::to_owned).into_iter().collect();
-    if let Some(services) = base.service_config() {
-        for service in ["S3", "STS"] {
-            let key = ServiceConfigKey::builder()
-                .service_id(service)
-                .env("AWS_ENDPOINT_URL")
-                .profile("endpoint_url");
-            if let Some(url) = key.build().ok().and_then(|k| services.load_config(k)) {
-                urls.push(url);
-            }
-        }
-    }
+    urls.extend(["S3", "STS"].into_iter().filter_map(|service| service_endpoint(base, service)));
     urls
+}
+
+/// Where the operator points one service (`S3`, `STS`): its own setting, else
+/// `AWS_ENDPOINT_URL`; `None` for the provider's default.
+pub(crate) fn operator_endpoint(base: &SdkConfig, service: &str) -> Option<String> {
+    service_endpoint(base, service).or_else(|| base.endpoint_url().map(str::to_owned))
+}
+
+/// A service's own endpoint setting: `AWS_ENDPOINT_URL_<SERVICE>` or the profile's
+/// services section.
+fn service_endpoint(base: &SdkConfig, service: &str) -> Option<String> {
+    let key = ServiceConfigKey::builder().service_id(service).env("AWS_ENDPOINT_URL").profile("endpoint_url");
+    base.service_config().and_then(|services| key.build().ok().and_then(|k| services.load_config(k)))
 }
 
 const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
@@ -711,25 +714,23 @@ mod tests {
 
     #[tokio::test]
     async fn the_sdks_requests_pass_the_policy_literal_or_resolved() {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let http = sdk_http_client(Arc::new(policy("")));
         // The connector's own check (an IP literal), then the resolver's (a name).
         for endpoint in [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")] {
-            let conf = aws_sdk_s3::Config::builder()
+            let conf = aws_sdk_sts::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
                 .region(Region::new("us-east-1"))
                 .credentials_provider(Credentials::new("AKIAEGRESSTEST000000", "secret", None, None, "test"))
                 .endpoint_url(&endpoint)
-                .force_path_style(true)
-                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+                .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
                 .http_client(http.clone())
                 .build();
-            let err =
-                aws_sdk_s3::Client::from_conf(conf).list_objects_v2().bucket("bkt").send().await.unwrap_err();
-            let err = crate::credentials::classify_sdk_error("s3", err);
+            let err = aws_sdk_sts::Client::from_conf(conf).get_caller_identity().send().await.unwrap_err();
+            let err = crate::credentials::classify_sdk_error("sts", err);
             assert_eq!(err.code().as_str(), "endpoint_not_allowed", "{endpoint}: {err}");
             assert!(err.to_string().contains("loopback"), "{err}");
         }

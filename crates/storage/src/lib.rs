@@ -15,6 +15,7 @@ pub mod logging;
 mod partial;
 mod retry;
 mod secret;
+mod sigv4;
 mod source;
 mod temp;
 mod validate;
@@ -55,11 +56,15 @@ pub(crate) struct Inner {
     pub(crate) config: StorageConfig,
     /// The worker's own identity and endpoints, from the standard chain.
     pub(crate) base: SdkConfig,
+    /// The operator's S3 endpoint from that chain (`AWS_ENDPOINT_URL_S3` or
+    /// `AWS_ENDPOINT_URL`), where `aws` integrations' requests go instead of AWS.
+    pub(crate) operator_s3: Option<String>,
     pub(crate) credentials: CredentialCache,
     pub(crate) downloader: Downloader,
     /// Where requests made for jobs may go (see [`egress`]).
     pub(crate) egress: Arc<EgressPolicy>,
-    /// The SDK's HTTP client under that policy, shared by every S3 and STS client.
+    /// The SDK's HTTP client under that policy, for STS (S3 requests are presigned URLs
+    /// sent through the downloader).
     pub(crate) sdk_http: SharedHttpClient,
     /// The worker's own Google token and the `signBlob` calls made with it.
     pub(crate) gcs_auth: gcs::auth::PlatformAuth,
@@ -87,6 +92,7 @@ impl Storage {
         if swept > 0 {
             tracing::info!(swept, temp_dir = %config.temp_dir.display(), "removed leftovers of a previous run");
         }
+        let operator_s3 = egress::operator_endpoint(&base, "S3");
         let mut operator = egress::operator_endpoints(&base);
         // The Entra token endpoint is the operator's too (AZURE_AUTHORITY_HOST).
         operator.push(config.azure.authority_host.clone());
@@ -104,6 +110,7 @@ impl Storage {
             inner: Arc::new(Inner {
                 config,
                 base,
+                operator_s3,
                 credentials: CredentialCache::default(),
                 downloader,
                 egress,

@@ -1,24 +1,26 @@
 //! One implementation per kind of storage behind a common trait: it maps an asset URL
 //! to one of its objects (the SSRF guard) and fetches that object into a temp file.
-//! S3 (AWS and S3-compatible) presigns and hands the URL to the shared downloader; a GCS
-//! (V4 signed URLs) or Azure (SAS) source would do the same with its own signer.
+//! S3 (AWS and S3-compatible) presigns with SigV4 ([`crate::sigv4`]) and hands the URL
+//! to the shared downloader; GCS (V4 signed URLs) and Azure (SAS) do the same with their
+//! own signers.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use asset_core::{LocalIntegration, S3Integration};
 use async_trait::async_trait;
-use aws_sdk_s3::presigning::PresigningConfig;
 use percent_encoding::percent_decode_str;
+use reqwest::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
 use crate::Inner;
-use crate::credentials::{Purpose, classify_sdk_error, presign_ttl, timeouts};
+use crate::credentials::{Purpose, presign_ttl};
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, locate_s3};
 use crate::partial::Origin;
 use crate::secret::{SessionCredentials, SignedUrl};
+use crate::sigv4::S3Target;
 use crate::temp::{self, TempAsset};
 
 #[async_trait]
@@ -46,40 +48,13 @@ impl S3Source<'_> {
         i.credentials.get(&i.base, &i.sdk_http, &i.config, self.integration, self.aws, purpose).await
     }
 
-    /// An S3 client speaking for the integration with the given credentials: its region,
-    /// its endpoint (else the standard chain's, e.g. `AWS_ENDPOINT_URL_S3`), its addressing.
-    pub(crate) fn client(&self, creds: &SessionCredentials) -> aws_sdk_s3::Client {
-        let s = self.integration;
-        let credentials = aws_credential_types::Credentials::new(
-            creds.access_key_id.expose(),
-            creds.secret_access_key.expose(),
-            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
-            creds.expires_at,
-            "asset-storage",
-        );
-        let mut b = aws_sdk_s3::config::Builder::from(&self.inner.base)
-            .region(aws_sdk_s3::config::Region::new(s.region.clone().unwrap_or_else(|| "us-east-1".into())))
-            .credentials_provider(credentials)
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-            .timeout_config(timeouts(&self.inner.config))
-            // Resolves through the egress policy and checks every request's URL.
-            .http_client(self.inner.sdk_http.clone())
-            // S3-compatible services are reached path-style unless told otherwise:
-            // virtual hosts need wildcard DNS that few deployments have.
-            .force_path_style(s.path_style.unwrap_or(!self.aws));
-        if let Some(endpoint) = &s.endpoint {
-            b = b.endpoint_url(endpoint);
-        }
-        // Region `auto` is GCS's XML API (and R2): they refuse the checksum headers the
-        // SDK sends by default, so checksums only when an operation requires them.
-        if s.region.as_deref() == Some("auto") {
-            b = b
-                .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-                .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
-        }
-        aws_sdk_s3::Client::from_conf(b.build())
+    /// Where the integration's requests go: its endpoint, else the operator's, else AWS.
+    pub(crate) fn target(&self) -> Result<S3Target, StorageError> {
+        S3Target::new(self.integration, self.aws, self.inner.operator_s3.as_deref())
     }
 
+    /// A presigned GET of the object, with the pipeline's read credentials; `start`
+    /// back-dates it (tests of expiry).
     pub(crate) async fn presign(
         &self,
         loc: &ObjectLocation,
@@ -88,26 +63,26 @@ impl S3Source<'_> {
         let creds = self.credentials(Purpose::Read).await?;
         let now = SystemTime::now();
         let ttl = presign_ttl(self.inner.config.signed_url_ttl, creds.expires_at, now);
-        let mut cfg = PresigningConfig::builder().expires_in(ttl);
-        if let Some(start) = start {
-            cfg = cfg.start_time(start);
-        }
-        let cfg = cfg.build().map_err(|e| StorageError::Upstream {
-            service: "presign",
-            message: format!("presigning config: {e}"),
-            retryable: false,
-            source: None,
-        })?;
-        let req = self
-            .client(&creds)
-            .get_object()
-            .bucket(&loc.bucket)
-            .key(&loc.key)
-            .presigned(cfg)
-            .await
-            .map_err(|e| classify_sdk_error("presign", e))?;
-        still_names(req.uri(), loc)?;
-        Ok(SignedUrl::new(req.uri(), Some(start.unwrap_or(now) + ttl)))
+        let start = start.unwrap_or(now);
+        let url = self.target()?.presign_get(&creds, &loc.bucket, &loc.key, &[], start, ttl)?;
+        still_names(&url, loc)?;
+        Ok(SignedUrl::new(url, Some(start + ttl)))
+    }
+
+    /// A GET of `bucket`/`key` (`key` empty: a bucket-level operation such as
+    /// `list-type=2` or `location`) signed in its headers, `extra` ones included, with
+    /// the validation credentials: `validate-storage`'s own requests.
+    pub(crate) async fn validation_request(
+        &self,
+        bucket: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Result<(SignedUrl, HeaderMap), StorageError> {
+        let creds = self.credentials(Purpose::Validate).await?;
+        let now = SystemTime::now();
+        let (url, headers) = self.target()?.header_signed_get(&creds, bucket, key, query, extra, now)?;
+        Ok((SignedUrl::new(url, None), headers))
     }
 }
 

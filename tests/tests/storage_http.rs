@@ -113,16 +113,19 @@ async fn answer(
             );
             stream.write_all(format!("{head}{body}").as_bytes()).await
         }
+        // A range from the start (`bytes=0-N`, or `bytes=0-` for all of it) as a server
+        // answers it: 206 with its Content-Range; anything else, the whole body.
         Reply::Body(body) => {
-            let (status, body) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=0-")) {
-                Some(end) => {
-                    let end: usize = end.trim().parse().unwrap();
-                    ("206 Partial Content", &body[..=end.min(body.len() - 1)])
+            let (status, range, part) = match range.as_deref() {
+                Some(r) if r.trim().starts_with("bytes=0-") && !body.is_empty() => {
+                    let (a, b) = parse_range(r, body.len());
+                    ("206 Partial Content", format!("Content-Range: bytes {a}-{b}/{}\r\n", body.len()), &body[a..=b])
                 }
-                None => ("200 OK", body),
+                _ => ("200 OK", String::new(), body),
             };
-            let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            stream.write_all(head.as_bytes()).await.and(stream.write_all(body).await)
+            let head =
+                format!("HTTP/1.1 {status}\r\n{range}Content-Length: {}\r\nConnection: close\r\n\r\n", part.len());
+            stream.write_all(head.as_bytes()).await.and(stream.write_all(part).await)
         }
         Reply::Chunked { total, chunk } => {
             let mut result = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await;
@@ -223,11 +226,13 @@ async fn answer(
     };
 }
 
-/// `bytes=A-B` of a body of `len` bytes, clamped as servers do: inclusive bounds.
+/// `bytes=A-B` (or `bytes=A-`, to the end) of a body of `len` bytes, clamped as servers
+/// do: inclusive bounds.
 fn parse_range(range: &str, len: usize) -> (usize, usize) {
     let (a, b) = range.trim().strip_prefix("bytes=").unwrap().split_once('-').unwrap();
     let a: usize = a.parse().unwrap();
-    let b: usize = b.parse::<usize>().unwrap().min(len - 1);
+    let b: usize =
+        if b.trim().is_empty() { len - 1 } else { b.trim().parse::<usize>().unwrap().min(len - 1) };
     (a, b)
 }
 
@@ -325,6 +330,31 @@ async fn range_requests_send_the_range_header() {
         .unwrap();
     assert_eq!(std::fs::read(asset.path()).unwrap(), b"0123");
     assert_eq!(server.ranges.lock().unwrap().as_slice(), &[Some("bytes=0-3".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_full_download_is_the_range_from_zero_whatever_the_server_makes_of_it() {
+    let f = fixture(|_| {}).await;
+    let data = body(300_000);
+    let server = serve(vec![
+        Reply::Body(data),
+        Reply::IgnoresRange(data),
+        Reply::Chunked { total: 3 * 1024, chunk: 1024 },
+        Reply::Unsatisfiable,
+    ])
+    .await;
+    let url = SignedUrl::new(&server.url, None);
+    // 206 with all of it; 200 with all of it; 200, chunked, no length: the body to its
+    // end is the object; 416 to `bytes=0-`: an empty object.
+    let want: [&[u8]; 4] = [data, data, &[b'x'; 3 * 1024], b""];
+    for expected in want {
+        let asset = f.storage.download_signed(&url, None).await.unwrap();
+        assert_eq!(std::fs::read(asset.path()).unwrap(), expected);
+        assert_eq!(asset.size(), expected.len() as u64);
+    }
+    assert!(server.ranges.lock().unwrap().iter().all(|r| r.as_deref() == Some("bytes=0-")));
+    assert_eq!(server.hits.load(Ordering::SeqCst), 4);
+    assert!(files_in(f.temp.path()).is_empty(), "every asset was dropped, and its file with it");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use crate::credentials::{Purpose, base_identity};
 use crate::download::{status_error, xml_text};
 use crate::error::StorageError;
 use crate::location::{ByteRange, ObjectLocation, check_key_segments};
+use crate::read::Want;
 use crate::secret::SignedUrl;
 use crate::source::{LocalSource, ObjectSource, S3Source};
 use crate::validate::is_known_aws_region;
@@ -88,7 +89,7 @@ impl Storage {
                 Integration::Gcs(g) => self.validate_gcs(g, opts, &mut checks).await,
                 Integration::Azure(a) => self.validate_azure(a, opts, &mut checks).await,
                 Integration::Local(l) => {
-                    let source = LocalSource { inner: &self.inner, integration: l };
+                    let source = LocalSource { integration: l };
                     match std::fs::read_dir(&l.root) {
                         Ok(_) => checks.push(pass(
                             CheckName::Bucket,
@@ -99,7 +100,11 @@ impl Storage {
                     }
                     if let Some(key) = &opts.key {
                         let loc = ObjectLocation { bucket: String::new(), key: key.clone() };
-                        match source.fetch(&loc, Some(ByteRange::Prefix(1))).await {
+                        let read = match source.origin(&loc).await {
+                            Ok(origin) => self.read_once(&origin, Want::Range(ByteRange::Prefix(1))).await,
+                            Err(e) => Err(e),
+                        };
+                        match read {
                             Ok(asset) => {
                                 let _ = asset.delete();
                                 checks.push(pass(CheckName::Read, format!("read the first byte of {key:?}")));

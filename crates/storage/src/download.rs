@@ -1,27 +1,23 @@
-//! Downloads through a signed URL, streamed to a private temp file chunk by chunk (never
-//! the whole body in memory), bounded by the size limit, retried on transient faults.
+//! Ranged reads through a signed URL, streamed to a private temp file chunk by chunk
+//! (never the whole body in memory) through [`crate::read::Writer`], bounded by the size
+//! limit, retried on transient faults; and `validate-storage`'s small requests.
 //! Redirects are not followed: a signed URL that redirects elsewhere is refused. Every
 //! request passes the egress policy first, and the client resolves names through it
 //! (see [`crate::egress`]); no proxy is used.
 
-use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
-use tokio::io::AsyncWriteExt;
 
 use crate::config::RetryConfig;
 use crate::egress::{EgressPolicy, EgressResolver, refusal_in};
 use crate::error::{StorageError, service_code};
-use crate::location::ByteRange;
-use crate::partial::Reply;
+use crate::read::{Plan, Reply, Want, Writer, ranged_failed};
 use crate::retry::with_retry;
 use crate::secret::SignedUrl;
-use crate::temp::{self, TempAsset};
 
 const SERVICE: &str = "storage";
 
@@ -74,179 +70,56 @@ impl Downloader {
         &self.client
     }
 
-    pub(crate) async fn download(
+    /// One ranged read through a signed URL into `out`, retried on transient faults.
+    /// `etag` (from a first read) is sent as `If-Match`; the reply says the object's
+    /// size and version. `received` counts every byte received, attempts included.
+    pub(crate) async fn read(
         &self,
         url: &SignedUrl,
-        range: Option<ByteRange>,
-        dir: &Path,
-        max_bytes: u64,
-    ) -> Result<TempAsset, StorageError> {
-        let received = AtomicU64::new(0);
-        with_retry(&self.retry, "download", |attempt| {
-            self.attempt(url, range, dir, max_bytes, &received, attempt)
-        })
-        .await
-    }
-
-    async fn attempt(
-        &self,
-        url: &SignedUrl,
-        range: Option<ByteRange>,
-        dir: &Path,
-        max_bytes: u64,
-        received: &AtomicU64,
-        attempt: u32,
-    ) -> Result<TempAsset, StorageError> {
-        self.egress.check_str(url.expose())?;
-        let mut req = self.client.get(url.expose());
-        if let Some(r) = range {
-            let value = r.header_value().ok_or_else(|| StorageError::Upstream {
-                service: SERVICE,
-                message: format!("empty byte range {r:?}"),
-                retryable: false,
-                source: None,
-            })?;
-            req = req.header(reqwest::header::RANGE, value);
-        }
-        let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
-        let status = resp.status();
-        tracing::debug!(status = status.as_u16(), attempt, "download response");
-        if !matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
-            let body = error_body(&mut resp).await;
-            return Err(status_error(status, &body, expired(url)));
-        }
-        // A server that ignores Range answers 200 with the whole object: a prefix can
-        // still be cut from it, anything else cannot.
-        let truncate_at = match (range, status) {
-            (Some(ByteRange::Prefix(n)), StatusCode::OK) => Some(n.min(max_bytes)),
-            (Some(r), StatusCode::OK) => {
-                return Err(StorageError::Upstream {
-                    service: SERVICE,
-                    message: format!("the server ignored the Range header ({r:?})"),
-                    retryable: false,
-                    source: None,
-                });
-            }
-            _ => None,
-        };
-        if let (None, Some(len)) = (truncate_at, resp.content_length().filter(|len| *len > max_bytes)) {
-            tracing::debug!(content_length = len, max_bytes, "refused before reading the body");
-            return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
-        }
-
-        let file = temp::new_file(dir).map_err(|e| StorageError::io("creating a temp file", e))?;
-        let (file, path) = file.into_parts();
-        let mut out = tokio::fs::File::from_std(file);
-        let mut written: u64 = 0;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| from_reqwest(e, "reading the body"))? {
-            received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let len = chunk.len() as u64;
-            let take = match truncate_at {
-                Some(n) => len.min(n - written),
-                None if written + len > max_bytes => {
-                    // `path` drops here and removes the partial file.
-                    return Err(StorageError::TooLarge { limit: max_bytes, received: written + len });
-                }
-                None => len,
-            };
-            out.write_all(&chunk[..take as usize])
-                .await
-                .map_err(|e| StorageError::io("writing the temp file", e))?;
-            written += take;
-            if truncate_at == Some(written) {
-                break;
-            }
-        }
-        out.flush().await.map_err(|e| StorageError::io("writing the temp file", e))?;
-        Ok(TempAsset::new(path, written, received.load(Ordering::Relaxed)))
-    }
-}
-
-impl Downloader {
-    /// One ranged read through a signed URL into `file` at the object's offsets (see
-    /// [`crate::partial`]), retried on transient faults. `etag` (from the first read) is
-    /// sent as `If-Match`; the first read learns the size and version from the reply.
-    pub(crate) async fn read_range(
-        &self,
-        url: &SignedUrl,
-        range: Range<u64>,
+        want: Want,
         etag: Option<&str>,
-        file: &std::fs::File,
-        max_bytes: u64,
+        out: &Writer<'_>,
         received: &AtomicU64,
     ) -> Result<Reply, StorageError> {
-        with_retry(&self.retry, "ranged read", |attempt| {
-            self.read_range_attempt(url, range.clone(), etag, file, max_bytes, received, attempt)
-        })
-        .await
+        with_retry(&self.retry, "read", |attempt| self.read_attempt(url, want, etag, out, received, attempt))
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn read_range_attempt(
+    async fn read_attempt(
         &self,
         url: &SignedUrl,
-        range: Range<u64>,
+        want: Want,
         etag: Option<&str>,
-        file: &std::fs::File,
-        max_bytes: u64,
+        out: &Writer<'_>,
         received: &AtomicU64,
         attempt: u32,
     ) -> Result<Reply, StorageError> {
-        use std::os::unix::fs::FileExt;
-
         self.egress.check_str(url.expose())?;
-        let mut req =
-            self.client.get(url.expose()).header(RANGE, format!("bytes={}-{}", range.start, range.end - 1));
+        let range = want.header_value().ok_or_else(|| StorageError::Upstream {
+            service: SERVICE,
+            message: format!("empty byte range {want:?}"),
+            retryable: false,
+            source: None,
+        })?;
+        let mut req = self.client.get(url.expose()).header(RANGE, &range);
         if let Some(etag) = etag {
             req = req.header(IF_MATCH, etag);
         }
         let mut resp = req.send().await.map_err(|e| from_reqwest(e, "sending the request"))?;
         let status = resp.status();
-        tracing::debug!(
-            status = status.as_u16(),
-            attempt,
-            start = range.start,
-            end = range.end,
-            "ranged read response"
-        );
+        tracing::debug!(status = status.as_u16(), attempt, range, "read response");
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let reply_etag = header(ETAG);
-        let (start, total, stop) = match status {
+        let plan = match status {
             StatusCode::PARTIAL_CONTENT => {
-                let (first, last, total) = header(CONTENT_RANGE)
-                    .as_deref()
-                    .and_then(parse_content_range)
-                    .ok_or_else(|| ranged_failed("a 206 reply without a usable Content-Range"))?;
-                let total =
-                    total.ok_or_else(|| ranged_failed("the server does not say the object's size"))?;
-                if first != range.start || last < first || last >= total {
-                    return Err(ranged_failed(format!(
-                        "asked for bytes {}-{}, got {first}-{last} of {total}",
-                        range.start,
-                        range.end - 1
-                    )));
-                }
-                (first, total, last + 1)
+                Plan::partial(want, header(CONTENT_RANGE).as_deref().and_then(parse_content_range))?
             }
-            // `Range` ignored: the whole object follows. Keep what we asked for and all
-            // that comes before it (it is on the way anyway), stop there.
             StatusCode::OK => {
-                let total = header(CONTENT_LENGTH)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| ranged_failed("the server ignored Range and sent no Content-Length"))?;
-                (0, total, range.end.min(total))
+                let length = header(CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+                Plan::whole_body(want, out.placement, length)?
             }
-            // Asking for the first bytes of an empty object.
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                let total = header(CONTENT_RANGE).as_deref().and_then(parse_unsatisfied_range);
-                return match total {
-                    Some(0) if range.start == 0 => Ok(Reply { total: 0, written: 0..0, etag: reply_etag }),
-                    Some(total) => Err(ranged_failed(format!(
-                        "bytes from {} asked of an object of {total} bytes",
-                        range.start
-                    ))),
-                    None => Err(ranged_failed("416 without the object's size")),
-                };
+                Plan::unsatisfiable(want, header(CONTENT_RANGE).as_deref().and_then(parse_unsatisfied_range))?
             }
             StatusCode::PRECONDITION_FAILED => {
                 return Err(ranged_failed("the object changed while it was read"));
@@ -256,31 +129,42 @@ impl Downloader {
                 return Err(status_error(status, &body, expired(url)));
             }
         };
-        if total > max_bytes {
-            tracing::debug!(total, max_bytes, "refused before reading the body");
-            return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
-        }
-        let mut at = start;
-        while at < stop {
+        out.admit(plan.total, plan.start, plan.stop)?;
+        let mut at = plan.start;
+        let mut ended = false;
+        while plan.stop.is_none_or(|stop| at < stop) {
             let Some(chunk) = resp.chunk().await.map_err(|e| from_reqwest(e, "reading the body"))? else {
+                ended = true;
                 break;
             };
             received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let take = (chunk.len() as u64).min(stop - at) as usize;
-            file.write_all_at(&chunk[..take], at)
-                .map_err(|e| StorageError::io("writing the temp file", e))?;
+            let take = plan.stop.map_or(chunk.len(), |stop| (chunk.len() as u64).min(stop - at) as usize);
+            out.write(plan.start, at, &chunk[..take])?;
             at += take as u64;
         }
-        if at < stop {
-            return Err(StorageError::Upstream {
-                service: SERVICE,
-                message: format!("the body ended after {} of {} bytes", at - start, stop - start),
-                retryable: true,
-                source: None,
-            });
-        }
+        let total = match plan.total {
+            Some(total) => {
+                if let Some(stop) = plan.stop.filter(|stop| at < *stop) {
+                    return Err(StorageError::Upstream {
+                        service: SERVICE,
+                        message: format!(
+                            "the body ended after {} of {} bytes",
+                            at - plan.start,
+                            stop - plan.start
+                        ),
+                        retryable: true,
+                        source: None,
+                    });
+                }
+                Some(total)
+            }
+            // No size was said: a body that ran to its end was the whole object.
+            None => ended.then_some(at),
+        };
+        let written = plan.start..at;
+        out.finish(&written)?;
         // Dropping the response here closes a connection still sending the rest.
-        Ok(Reply { total, written: start..stop, etag: reply_etag })
+        Ok(Reply { total, written, etag: reply_etag })
     }
 }
 
@@ -365,10 +249,6 @@ impl Downloader {
         })
         .await
     }
-}
-
-fn ranged_failed(reason: impl Into<String>) -> StorageError {
-    StorageError::RangedReadFailed { reason: reason.into() }
 }
 
 /// `bytes FIRST-LAST/TOTAL` (TOTAL may be `*`, unknown).

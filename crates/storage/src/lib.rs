@@ -13,6 +13,7 @@ mod gcs;
 mod location;
 pub mod logging;
 mod partial;
+mod read;
 mod retry;
 mod secret;
 mod sigv4;
@@ -43,6 +44,8 @@ use credentials::{CredentialCache, Purpose};
 use download::Downloader;
 use egress::EgressPolicy;
 use gcs::GcsSource;
+use partial::Origin;
+use read::Want;
 use source::{LocalSource, ObjectSource, S3Source};
 
 /// The storage layer of one worker process: the base AWS identity, cached credentials,
@@ -170,7 +173,11 @@ impl Storage {
         let loc = source.locate(url)?;
         let integration_id = integration.id().unwrap_or_default();
         tracing::debug!(integration_id, provider = integration.provider(), bucket = %loc.bucket, key = %loc.key, "fetching");
-        let result = source.fetch(&loc, range).await;
+        let want = range.map_or(Want::Whole, Want::Range);
+        let result = match source.origin(&loc).await {
+            Ok(origin) => self.read_once(&origin, want).await,
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(asset) => tracing::debug!(
                 integration_id, bucket = %loc.bucket, key = %loc.key, size = asset.size(), "fetched"
@@ -229,8 +236,7 @@ impl Storage {
         url: &SignedUrl,
         range: Option<ByteRange>,
     ) -> Result<TempAsset, StorageError> {
-        let cfg = &self.inner.config;
-        self.inner.downloader.download(url, range, &cfg.temp_dir, cfg.max_asset_bytes).await
+        self.read_once(&Origin::Signed(url.clone()), range.map_or(Want::Whole, Want::Range)).await
     }
 
     /// The credentials [`Storage::fetch`] signs with (cached; AssumeRole when delegated).
@@ -287,7 +293,7 @@ impl Storage {
             Integration::S3Compatible(s) => {
                 Box::new(S3Source { inner: &self.inner, integration: s, aws: false })
             }
-            Integration::Local(l) => Box::new(LocalSource { inner: &self.inner, integration: l }),
+            Integration::Local(l) => Box::new(LocalSource { integration: l }),
             Integration::Gcs(g) => Box::new(GcsSource { inner: &self.inner, integration: g }),
             Integration::Azure(a) => Box::new(azure::AzureSource { inner: &self.inner, integration: a }),
         }

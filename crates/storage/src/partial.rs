@@ -15,18 +15,17 @@
 
 use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use asset_core::Integration;
 use tempfile::TempPath;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::Storage;
 use crate::error::StorageError;
 use crate::location::ObjectLocation;
+use crate::read::{Placement, Reply, Want, Writer, ranged_failed, read_local};
 use crate::secret::SignedUrl;
 use crate::temp::{self, TempAsset};
 
@@ -68,16 +67,6 @@ impl std::fmt::Debug for PartialAsset {
     }
 }
 
-/// What one ranged read did.
-pub(crate) struct Reply {
-    /// The object's size.
-    pub(crate) total: u64,
-    /// The bytes now in the file (may start before and end after what was asked, when
-    /// the server ignored `Range`; always holds the part of it inside the object).
-    pub(crate) written: Range<u64>,
-    pub(crate) etag: Option<String>,
-}
-
 impl Storage {
     /// Opens the object an asset URL names for ranged reading and reads its first
     /// `first` bytes (all of a smaller object). Same validation, SSRF guard, signing and
@@ -105,6 +94,44 @@ impl Storage {
         first: u64,
     ) -> Result<(PartialAsset, Range<u64>), StorageError> {
         self.open_origin(Origin::Signed(url), None, first).await
+    }
+
+    /// One read of an origin into a new temp file that holds just the bytes read (the
+    /// whole object, or the range): [`Storage::fetch_range`] and
+    /// [`Storage::download_signed`].
+    pub(crate) async fn read_once(&self, origin: &Origin, want: Want) -> Result<TempAsset, StorageError> {
+        let cfg = &self.inner.config;
+        let (file, path) = temp::new_file(&cfg.temp_dir)
+            .map_err(|e| StorageError::io("creating a temp file", e))?
+            .into_parts();
+        let out = Writer { file: &file, placement: Placement::FromStart, max_bytes: cfg.max_asset_bytes };
+        let (reply, received) = self.read_origin(origin, want, None, &out).await;
+        // On an error `path` drops here and removes what was written.
+        let written = reply?.written;
+        Ok(TempAsset::new(path, written.end - written.start, received))
+    }
+
+    /// One ranged read of an origin into `out`, whatever the origin: the reply, and the
+    /// bytes received (or copied) on the way, failed attempts included.
+    pub(crate) async fn read_origin(
+        &self,
+        origin: &Origin,
+        want: Want,
+        etag: Option<&str>,
+        out: &Writer<'_>,
+    ) -> (Result<Reply, StorageError>, u64) {
+        match origin {
+            Origin::Local(source) => {
+                let mut copied = 0;
+                let reply = read_local(source, want, out, &mut copied).await;
+                (reply, copied)
+            }
+            Origin::Signed(url) => {
+                let received = AtomicU64::new(0);
+                let reply = self.inner.downloader.read(url, want, etag, out, &received).await;
+                (reply, received.load(Ordering::Relaxed))
+            }
+        }
     }
 
     async fn open_origin(
@@ -172,38 +199,29 @@ impl PartialAsset {
     async fn read(&mut self, range: Range<u64>, first: bool) -> Result<Range<u64>, StorageError> {
         self.resign_if_needed().await?;
         self.requests += 1;
-        let max_bytes = self.storage.inner.config.max_asset_bytes;
-        let reply = match &self.origin {
-            Origin::Local(source) => {
-                read_local(source, range, &self.file, max_bytes, &mut self.bytes_downloaded).await?
-            }
-            Origin::Signed(url) => {
-                let received = AtomicU64::new(0);
-                let etag = self.etag.as_deref();
-                let reply = self
-                    .storage
-                    .inner
-                    .downloader
-                    .read_range(url, range, etag, &self.file, max_bytes, &received)
-                    .await;
-                self.bytes_downloaded += received.load(Ordering::Relaxed);
-                reply?
-            }
+        let out = Writer {
+            file: &self.file,
+            placement: Placement::ObjectOffsets,
+            max_bytes: self.storage.inner.config.max_asset_bytes,
         };
-        self.accept(reply, first)
+        let etag = if first { None } else { self.etag.as_deref() };
+        let (reply, received) = self.storage.read_origin(&self.origin, Want::span(&range), etag, &out).await;
+        self.bytes_downloaded += received;
+        self.accept(reply?, first)
     }
 
     fn accept(&mut self, reply: Reply, first: bool) -> Result<Range<u64>, StorageError> {
+        let total = reply.total.ok_or_else(|| ranged_failed("the server does not say the object's size"))?;
         if first {
-            self.total = reply.total;
+            self.total = total;
             self.etag = reply.etag;
-            self.file.set_len(reply.total).map_err(|e| StorageError::io("sizing the temp file", e))?;
+            self.file.set_len(total).map_err(|e| StorageError::io("sizing the temp file", e))?;
             return Ok(reply.written);
         }
         let changed = |reason: &str| StorageError::RangedReadFailed { reason: reason.to_owned() };
-        if reply.total != self.total {
+        if total != self.total {
             return Err(StorageError::RangedReadFailed {
-                reason: format!("the object's size changed from {} to {} bytes", self.total, reply.total),
+                reason: format!("the object's size changed from {} to {total} bytes", self.total),
             });
         }
         match (&self.etag, &reply.etag) {
@@ -226,46 +244,4 @@ impl PartialAsset {
         }
         Ok(())
     }
-}
-
-/// One ranged read of the local provider: the same bytes a server would send.
-async fn read_local(
-    source: &Path,
-    range: Range<u64>,
-    out: &File,
-    max_bytes: u64,
-    downloaded: &mut u64,
-) -> Result<Reply, StorageError> {
-    let mut input =
-        tokio::fs::File::open(source).await.map_err(|e| StorageError::io("opening a local file", e))?;
-    let meta = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?;
-    let total = meta.len();
-    // The local file's version, as an ETag would be: a file replaced or rewritten
-    // between two reads gets another one.
-    let version = {
-        use std::os::unix::fs::MetadataExt;
-        format!("local-{}-{}-{}.{}-{}", meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())
-    };
-    // Checked before any byte is written, as the HTTP path does.
-    if total > max_bytes {
-        return Err(StorageError::TooLarge { limit: max_bytes, received: 0 });
-    }
-    let range = range.start.min(total)..range.end.min(total);
-    input
-        .seek(std::io::SeekFrom::Start(range.start))
-        .await
-        .map_err(|e| StorageError::io("seeking a local file", e))?;
-    let mut input = input.take(range.end - range.start);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut at = range.start;
-    loop {
-        let n = input.read(&mut buf).await.map_err(|e| StorageError::io("reading a local file", e))?;
-        if n == 0 {
-            break;
-        }
-        out.write_all_at(&buf[..n], at).map_err(|e| StorageError::io("writing the temp file", e))?;
-        at += n as u64;
-        *downloaded += n as u64;
-    }
-    Ok(Reply { total, written: range.start..at, etag: Some(version) })
 }

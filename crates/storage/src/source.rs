@@ -11,27 +11,23 @@ use asset_core::{LocalIntegration, S3Integration};
 use async_trait::async_trait;
 use percent_encoding::percent_decode_str;
 use reqwest::header::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
 use crate::Inner;
 use crate::credentials::{Purpose, presign_ttl};
 use crate::error::StorageError;
-use crate::location::{ByteRange, ObjectLocation, locate_s3};
+use crate::location::{ObjectLocation, locate_s3};
 use crate::partial::Origin;
 use crate::secret::{SessionCredentials, SignedUrl};
 use crate::sigv4::S3Target;
-use crate::temp::{self, TempAsset};
 
 #[async_trait]
 pub(crate) trait ObjectSource: Send + Sync {
     /// The object an asset URL names, or `url_not_in_storage`.
     fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError>;
 
-    /// The object (or a range of it) in a new temp file.
-    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError>;
-
-    /// Where ranged reads of the object go (see [`crate::partial`]).
+    /// Where the object's bytes are read from: a URL signed for GET now, or a local
+    /// file. Every read of it, whole or ranged, goes through [`crate::read`].
     async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError>;
 }
 
@@ -115,12 +111,6 @@ impl ObjectSource for S3Source<'_> {
         locate_s3(self.integration, self.aws, url)
     }
 
-    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
-        let signed = self.presign(loc, None).await?;
-        let cfg = &self.inner.config;
-        self.inner.downloader.download(&signed, range, &cfg.temp_dir, cfg.max_asset_bytes).await
-    }
-
     async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {
         Ok(Origin::Signed(self.presign(loc, None).await?))
     }
@@ -129,7 +119,6 @@ impl ObjectSource for S3Source<'_> {
 /// A directory on the worker's machine (replay, development). Same pipeline as a
 /// download: the file is copied into the private temp dir under the same limits.
 pub(crate) struct LocalSource<'a> {
-    pub(crate) inner: &'a Inner,
     pub(crate) integration: &'a LocalIntegration,
 }
 
@@ -171,42 +160,6 @@ impl ObjectSource for LocalSource<'_> {
             )));
         }
         Ok(ObjectLocation { bucket: String::new(), key: rel.to_owned() })
-    }
-
-    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
-        let source = self.resolve(loc)?;
-        let max = self.inner.config.max_asset_bytes;
-        let mut input =
-            tokio::fs::File::open(&source).await.map_err(|e| StorageError::io("opening a local file", e))?;
-        let meta = input.metadata().await.map_err(|e| StorageError::io("reading local metadata", e))?;
-        if !meta.is_file() {
-            return Err(StorageError::NotFound { what: format!("local file {:?}", loc.key) });
-        }
-        let size = meta.len();
-        let (start, len) = match range {
-            None => (0, size),
-            Some(ByteRange::Prefix(n)) => (0, n.min(size)),
-            Some(ByteRange::Suffix(n)) => (size.saturating_sub(n), n.min(size)),
-            Some(ByteRange::Span { start, end }) => {
-                (start.min(size), end.saturating_add(1).min(size).saturating_sub(start))
-            }
-        };
-        if len > max {
-            return Err(StorageError::TooLarge { limit: max, received: 0 });
-        }
-        input
-            .seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| StorageError::io("seeking a local file", e))?;
-        let dir = &self.inner.config.temp_dir;
-        let (file, path) =
-            temp::new_file(dir).map_err(|e| StorageError::io("creating a temp file", e))?.into_parts();
-        let mut out = tokio::fs::File::from_std(file);
-        let copied = tokio::io::copy(&mut input.take(len), &mut out)
-            .await
-            .map_err(|e| StorageError::io("copying a local file", e))?;
-        out.flush().await.map_err(|e| StorageError::io("writing the temp file", e))?;
-        Ok(TempAsset::new(path, copied, copied))
     }
 
     async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {

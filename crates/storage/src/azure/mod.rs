@@ -27,11 +27,10 @@ use crate::config::StorageConfig;
 use crate::credentials::{presign_ttl, resolve_secret};
 use crate::egress::EgressPolicy;
 use crate::error::StorageError;
-use crate::location::{ByteRange, ObjectLocation};
+use crate::location::ObjectLocation;
 use crate::partial::Origin;
 use crate::secret::SignedUrl;
 use crate::source::{ObjectSource, still_names};
-use crate::temp::TempAsset;
 
 use entra::{AppCredential, TokenRequest, hash_of};
 use location::{base_url, locate_azure};
@@ -207,12 +206,6 @@ impl AzureSource<'_> {
 impl ObjectSource for AzureSource<'_> {
     fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError> {
         locate_azure(self.integration, url)
-    }
-
-    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
-        let signed = self.presign(loc, None).await?;
-        let cfg = &self.inner.config;
-        self.inner.downloader.download(&signed, range, &cfg.temp_dir, cfg.max_asset_bytes).await
     }
 
     async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {

@@ -21,11 +21,10 @@ use url::{Host, Url};
 use crate::Inner;
 use crate::credentials::{presign_ttl, resolve_secret};
 use crate::error::StorageError;
-use crate::location::{ByteRange, ObjectLocation, check_key_segments, on_endpoint};
+use crate::location::{ObjectLocation, check_key_segments, on_endpoint};
 use crate::partial::Origin;
 use crate::secret::SignedUrl;
 use crate::source::{ObjectSource, S3Source, still_names};
-use crate::temp::TempAsset;
 use crate::validate::{parse_secret_ref, validate_endpoint};
 
 pub use auth::GcsSettings;
@@ -126,12 +125,6 @@ impl GcsSource<'_> {
 impl ObjectSource for GcsSource<'_> {
     fn locate(&self, url: &str) -> Result<ObjectLocation, StorageError> {
         locate_gcs(self.integration, url)
-    }
-
-    async fn fetch(&self, loc: &ObjectLocation, range: Option<ByteRange>) -> Result<TempAsset, StorageError> {
-        let signed = self.presign(loc, None).await?;
-        let cfg = &self.inner.config;
-        self.inner.downloader.download(&signed, range, &cfg.temp_dir, cfg.max_asset_bytes).await
     }
 
     async fn origin(&self, loc: &ObjectLocation) -> Result<Origin, StorageError> {

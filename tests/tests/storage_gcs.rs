@@ -13,22 +13,20 @@ mod storage_support;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use asset_core::Integration;
 use asset_storage::{ByteRange, GcsSettings, Storage, StorageConfig, ValidateOptions};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    KeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
-};
+use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use storage_support::{Logs, authority, config_allowing, free_port, require, workspace_root};
+use storage_support::gcs::{Emulator, TestKey, golden_py, python};
+use storage_support::{Logs, authority, config_allowing};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -53,70 +51,6 @@ const AWKWARD: &[&str] = &[
 
 fn fixed_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED_EPOCH)
-}
-
-/// The Python with google-cloud-storage and gcp-storage-emulator (scripts/gcs-tools.sh):
-/// `GCS_PYTHON`, then the project's venvs.
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let candidates = std::env::var_os("GCS_PYTHON").map(PathBuf::from).into_iter().chain([
-        workspace_root().join(".venv/bin/python"),
-        home.join(".cache/asset-metadata/venv/bin/python"),
-    ]);
-    let found = candidates.filter(|p| p.is_file()).find(|p| {
-        Command::new(p)
-            .args(["-c", "import google.cloud.storage, gcp_storage_emulator"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    require("google-cloud-storage and gcp-storage-emulator (scripts/gcs-tools.sh)", found.is_some())
-        .then(|| found.unwrap())
-}
-
-fn golden_py() -> PathBuf {
-    workspace_root().join("tests/gcs/golden.py")
-}
-
-/// A service-account JSON key made by Google's tooling for this test run.
-struct TestKey {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    json: String,
-    pair: RsaKeyPair,
-    /// A piece of the private key, to look for in logs.
-    pem_fragment: String,
-}
-
-impl TestKey {
-    fn new(py: &Path, email: &str) -> TestKey {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key.json");
-        let st = Command::new(py).arg(golden_py()).args(["keygen", email]).arg(&path).status().unwrap();
-        assert!(st.success(), "golden.py keygen failed");
-        let json = std::fs::read_to_string(&path).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let pem = v["private_key"].as_str().unwrap();
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let pair = RsaKeyPair::from_pkcs8(&B64.decode(&body).unwrap()).unwrap();
-        let pem_fragment = body[100..140].to_owned();
-        TestKey { _dir: dir, path, json, pair, pem_fragment }
-    }
-
-    fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        let mut sig = vec![0; self.pair.public_modulus_len()];
-        self.pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig).unwrap();
-        sig
-    }
-
-    /// The same key with another `token_uri` (the platform's key points at our server).
-    fn with_token_uri(&self, uri: &str) -> PathBuf {
-        let mut v: serde_json::Value = serde_json::from_str(&self.json).unwrap();
-        v["token_uri"] = uri.into();
-        let path = self.path.with_file_name("platform.json");
-        std::fs::write(&path, v.to_string()).unwrap();
-        path
-    }
 }
 
 /// Google's reference URLs for `(endpoint, bucket, object)` signed by `key` at the fixed
@@ -255,6 +189,11 @@ struct GoogleState {
     token_seconds: std::sync::atomic::AtomicU64,
     sign_blobs: AtomicUsize,
     object_gets: AtomicUsize,
+    /// Workload identity federation: the subject token the STS accepts, the federated
+    /// token it hands out for it, and the generateAccessToken calls made with that.
+    subject: String,
+    federated: String,
+    impersonations: AtomicUsize,
     /// Statuses the next object GETs answer (then 200 with `OBJECT`).
     script: Mutex<VecDeque<u16>>,
 }
@@ -274,10 +213,14 @@ impl FakeGoogle {
             token_seconds: std::sync::atomic::AtomicU64::new(3599),
             sign_blobs: AtomicUsize::new(0),
             object_gets: AtomicUsize::new(0),
+            subject: format!("eyJ.k8s-projected-token-{}", rand::random::<u64>()),
+            federated: format!("ya29.federated-{}", rand::random::<u64>()),
+            impersonations: AtomicUsize::new(0),
             script: Mutex::new(VecDeque::new()),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::post(token))
+            .route("/v1/token", axum::routing::post(sts_token))
             .route(
                 "/computeMetadata/v1/instance/service-accounts/default/token",
                 axum::routing::get(metadata_token),
@@ -340,12 +283,54 @@ async fn metadata_token(State(s): State<Arc<GoogleState>>, headers: HeaderMap) -
     token_reply(&s)
 }
 
+/// Google's STS: a token exchange of the platform's federated subject token.
+async fn sts_token(State(s): State<Arc<GoogleState>>, body: String) -> Response {
+    s.exchanges.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if field("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange"
+        || field("subject_token") != s.subject
+        || field("audience") != WIF_AUDIENCE
+        || field("subject_token_type") != "urn:ietf:params:oauth:token-type:jwt"
+        || field("scope") != "https://www.googleapis.com/auth/cloud-platform"
+    {
+        return google_error(StatusCode::BAD_REQUEST, "INVALID_GRANT");
+    }
+    let reply = serde_json::json!({"access_token": s.federated, "expires_in": 3600,
+                                   "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"});
+    (StatusCode::OK, reply.to_string()).into_response()
+}
+
+const WIF_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/k8s/providers/cluster";
+
+/// IAM Credentials `generateAccessToken` for the platform's account, with the federated
+/// token: the platform account's token.
+fn generate_access_token(s: &GoogleState, call: &str, headers: &HeaderMap) -> Response {
+    s.impersonations.fetch_add(1, Ordering::SeqCst);
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if bearer != format!("Bearer {}", s.federated) {
+        return google_error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED");
+    }
+    if call != format!("{PLATFORM_SA}:generateAccessToken") {
+        return google_error(StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+    }
+    let expire = chrono::Utc::now() + chrono::Duration::seconds(3600);
+    let reply = serde_json::json!({"accessToken": s.token, "expireTime": expire.to_rfc3339()});
+    (StatusCode::OK, reply.to_string()).into_response()
+}
+
 async fn sign_blob(
     State(s): State<Arc<GoogleState>>,
     UrlPath(call): UrlPath<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    if call.ends_with(":generateAccessToken") {
+        return generate_access_token(&s, &call, &headers);
+    }
     s.sign_blobs.fetch_add(1, Ordering::SeqCst);
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if bearer != format!("Bearer {}", s.token) {
@@ -581,52 +566,6 @@ async fn validate_storage_reports_each_gcs_step_as_for_s3() {
     assert_eq!(json["checks"].as_array().unwrap().len(), 2, "{json}");
 }
 
-/// gcp-storage-emulator on a free port, in memory, with the bucket `cust-bucket`.
-struct Emulator {
-    child: Child,
-    endpoint: String,
-}
-
-impl Emulator {
-    fn start(py: &Path) -> Emulator {
-        let port = free_port();
-        let child = Command::new(py)
-            .args(["-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--in-memory", "-q"])
-            .args(["--port", &port.to_string(), "--default-bucket", "cust-bucket"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let e = Emulator { child, endpoint: format!("http://127.0.0.1:{port}") };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return e;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("gcp-storage-emulator did not start listening on {port}");
-    }
-
-    async fn put(&self, name: &str, body: &[u8]) {
-        let url = format!("{}/upload/storage/v1/b/cust-bucket/o", self.endpoint);
-        let resp = reqwest::Client::new()
-            .post(url)
-            .query(&[("uploadType", "media"), ("name", name)])
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "upload of {name:?}: {}", resp.status());
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn downloads_and_ranges_through_the_gcs_emulator() {
     let Some(py) = python() else { return };
@@ -735,4 +674,86 @@ async fn keyless_through_the_metadata_server_and_never_past_the_tokens_expiry() 
         assert!(expires <= 200, "X-Goog-Expires={expires}");
     }
     assert_eq!(k.google.state.exchanges.load(Ordering::SeqCst), 1, "the token is cached");
+}
+
+/// The platform's identity through workload identity federation (a Kubernetes cluster
+/// outside GKE): a projected token file exchanged at the STS, then for the platform
+/// service account's token, once for 24 signings started together; nothing of it in a
+/// log. An AWS-sourced configuration is refused with a sentence, before any request.
+#[tokio::test]
+async fn keyless_through_workload_identity_federation_exchanges_once() {
+    let Some(py) = python() else { return };
+    let logs = Logs::capture();
+    let platform = TestKey::new(&py, PLATFORM_SA);
+    let google = FakeGoogle::start(&platform, TestKey::new(&py, CUSTOMER_SA)).await;
+    let temp = tempfile::tempdir().unwrap();
+    let token_file = temp.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", google.state.subject)).unwrap();
+    let wif = |source: serde_json::Value| {
+        let path = temp.path().join(format!("wif-{}.json", rand::random::<u32>()));
+        let json = serde_json::json!({
+            "type": "external_account", "audience": WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}/v1/token", google.url),
+            "service_account_impersonation_url":
+                format!("{}/v1/projects/-/serviceAccounts/{PLATFORM_SA}:generateAccessToken", google.url),
+            "credential_source": source
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+    let worker = |credentials: std::path::PathBuf| {
+        let mut cfg = config_allowing(&temp.path().join("work"), authority(&google.url));
+        cfg.gcs = GcsSettings {
+            credentials_file: Some(credentials),
+            iam_endpoint: google.url.clone(),
+            service_account_org_token: Some("mw-{org}-".into()),
+            ..GcsSettings::default()
+        };
+        storage(cfg)
+    };
+    let integration = integration(
+        Some(&google.url),
+        serde_json::json!({"type": "iam_delegated", "service_account": CUSTOMER_SA}),
+    );
+
+    let s = worker(wif(serde_json::json!({"file": token_file}))).await;
+    let signs = (0..24).map(|i| {
+        let (storage, integration) = (s.clone(), integration.clone());
+        async move { storage.presign(&integration, &format!("gs://cust-bucket/x{i}"), None).await }
+    });
+    let signed: Vec<_> = futures::future::join_all(signs).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(google.state.exchanges.load(Ordering::SeqCst), 1, "one STS exchange");
+    assert_eq!(google.state.impersonations.load(Ordering::SeqCst), 1, "one impersonation");
+    assert_eq!(google.state.sign_blobs.load(Ordering::SeqCst), 24);
+    assert_eq!(s.gcs_token_exchanges(), 1);
+
+    // A subject token in a JSON field; then one from a source the worker does not take.
+    std::fs::write(&token_file, serde_json::json!({"id_token": google.state.subject}).to_string()).unwrap();
+    let s = worker(wif(serde_json::json!({"file": token_file,
+        "format": {"type": "json", "subject_token_field_name": "id_token"}})))
+    .await;
+    s.presign(&integration, "gs://cust-bucket/y", None).await.unwrap();
+    assert_eq!(google.state.exchanges.load(Ordering::SeqCst), 2);
+    let s = worker(wif(serde_json::json!({"environment_id": "aws1",
+        "regional_cred_verification_url": "https://sts.{region}.amazonaws.com"})))
+    .await;
+    let err = s.presign(&integration, "gs://cust-bucket/y", None).await.unwrap_err();
+    assert_eq!(err.code().as_str(), "credentials", "{err}");
+    assert!(err.to_string().contains("AWS- and executable-sourced"), "{err}");
+    assert_eq!(google.state.exchanges.load(Ordering::SeqCst), 2, "refused before any request");
+    // A subject token the STS refuses is a credentials error, named by Google's code.
+    std::fs::write(&token_file, "eyJ.someone-else").unwrap();
+    let s = worker(wif(serde_json::json!({"file": token_file}))).await;
+    let err = s.presign(&integration, "gs://cust-bucket/y", None).await.unwrap_err();
+    assert_eq!(err.code().as_str(), "credentials", "{err}");
+    assert!(err.to_string().contains("INVALID_GRANT"), "{err}");
+
+    let sig = storage_support::query_param(signed[0].expose(), "X-Goog-Signature").unwrap();
+    logs.assert_free_of(&[
+        ("subject token", google.state.subject.as_str()),
+        ("federated token", google.state.federated.as_str()),
+        ("platform token", google.state.token.as_str()),
+        ("URL signature", sig.as_str()),
+    ]);
 }

@@ -130,17 +130,28 @@ impl Downloader {
             }
         };
         out.admit(plan.total, plan.start, plan.stop)?;
-        let mut at = plan.start;
+        // Bytes streamed only to be dropped (a server that ignored Range) cost their
+        // time too: no more of them than the limit.
+        if plan.body_start < plan.start && plan.stop.is_none_or(|stop| stop > out.max_bytes) {
+            return Err(StorageError::TooLarge { limit: out.max_bytes, received: 0 });
+        }
+        // `pos`: the object's offset of the next body byte; `at`: kept up to there.
+        let (mut pos, mut at) = (plan.body_start, plan.start);
         let mut ended = false;
-        while plan.stop.is_none_or(|stop| at < stop) {
+        while plan.stop.is_none_or(|stop| pos < stop) {
             let Some(chunk) = resp.chunk().await.map_err(|e| from_reqwest(e, "reading the body"))? else {
                 ended = true;
                 break;
             };
             received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            let take = plan.stop.map_or(chunk.len(), |stop| (chunk.len() as u64).min(stop - at) as usize);
-            out.write(plan.start, at, &chunk[..take])?;
-            at += take as u64;
+            let chunk_start = pos;
+            pos += chunk.len() as u64;
+            let lo = chunk_start.max(plan.start);
+            let hi = plan.stop.map_or(pos, |stop| pos.min(stop));
+            if lo < hi {
+                out.write(plan.start, lo, &chunk[(lo - chunk_start) as usize..(hi - chunk_start) as usize])?;
+                at = hi;
+            }
         }
         let total = match plan.total {
             Some(total) => {
@@ -159,7 +170,7 @@ impl Downloader {
                 Some(total)
             }
             // No size was said: a body that ran to its end was the whole object.
-            None => ended.then_some(at),
+            None => ended.then_some(pos),
         };
         let written = plan.start..at;
         out.finish(&written)?;

@@ -24,7 +24,7 @@ use tempfile::TempPath;
 
 use crate::Storage;
 use crate::error::StorageError;
-use crate::location::ObjectLocation;
+use crate::location::{ByteRange, ObjectLocation};
 use crate::read::{Placement, Reply, Want, Writer, ranged_failed, read_local};
 use crate::secret::SignedUrl;
 use crate::temp::{self, TempAsset};
@@ -105,7 +105,26 @@ impl Storage {
             .map_err(|e| StorageError::io("creating a temp file", e))?
             .into_parts();
         let out = Writer { file: &file, placement: Placement::FromStart, max_bytes: cfg.max_asset_bytes };
-        let (reply, received) = self.read_origin(origin, want, None, &out).await;
+        let (mut want, mut etag, mut received) = (want, None, 0);
+        // Not every store serves a suffix range (Azure Blob takes `bytes=a-` and
+        // `bytes=a-b` only; some emulators fail on `bytes=-n`): the first byte says the
+        // size, then the suffix is read as a span of that version.
+        if let Want::Range(ByteRange::Suffix(n)) = want
+            && n > 0
+        {
+            let (reply, first) =
+                self.read_origin(origin, Want::Range(ByteRange::Prefix(1)), None, &out).await;
+            received += first;
+            let reply = reply?;
+            let total =
+                reply.total.ok_or_else(|| ranged_failed("the server does not say the object's size"))?;
+            if total == 0 {
+                return Ok(TempAsset::new(path, 0, received));
+            }
+            (want, etag) = (Want::span(&(total.saturating_sub(n)..total)), reply.etag);
+        }
+        let (reply, rest) = self.read_origin(origin, want, etag.as_deref(), &out).await;
+        received += rest;
         // On an error `path` drops here and removes what was written.
         let written = reply?.written;
         Ok(TempAsset::new(path, written.end - written.start, received))

@@ -145,10 +145,12 @@ impl Writer<'_> {
     }
 }
 
-/// How a reply's status and headers fit what was asked: the object's bytes `[start,
-/// stop)` that follow (`stop` `None`: until the body ends) and the object's size.
-/// Everything a ranged read cannot make sense of is [`StorageError::RangedReadFailed`].
+/// How a reply's status and headers fit what was asked: the body's first byte is the
+/// object's `body_start`; its bytes `[start, stop)` are kept (`stop` `None`: until the
+/// body ends); the object's size. Everything a ranged read cannot make sense of is
+/// [`StorageError::RangedReadFailed`].
 pub(crate) struct Plan {
+    pub(crate) body_start: u64,
     pub(crate) start: u64,
     pub(crate) stop: Option<u64>,
     pub(crate) total: Option<u64>,
@@ -170,31 +172,30 @@ impl Plan {
                 want.header_value().unwrap_or_default()
             )));
         }
-        Ok(Plan { start: first, stop: Some(last + 1), total: Some(total) })
+        Ok(Plan { body_start: first, start: first, stop: Some(last + 1), total: Some(total) })
     }
 
     /// A 200: the server ignored `Range` and the whole object follows, `Content-Length`
-    /// long if it says. Kept: what was asked and all that comes before it (it is on the
-    /// way anyway), when the placement can hold it there; a suffix cannot be found in a
-    /// stream without its length, and a one-shot span that starts later would not start
-    /// the file.
+    /// long if it says. At the object's offsets, what was asked and all that comes
+    /// before it is kept (it is on the way anyway); from the start of a one-shot file,
+    /// what was asked only, the bytes before it read and dropped. A suffix cannot be
+    /// found in a stream whose length is not said.
     pub(crate) fn whole_body(
         want: Want,
         placement: Placement,
         length: Option<u64>,
     ) -> Result<Plan, StorageError> {
-        let usable = match want {
-            Want::Whole | Want::Range(ByteRange::Prefix(_)) => true,
-            Want::Range(ByteRange::Suffix(_)) => placement == Placement::ObjectOffsets && length.is_some(),
-            Want::Range(ByteRange::Span { start, .. }) => placement == Placement::ObjectOffsets || start == 0,
-        };
-        if !usable {
+        if matches!(want, Want::Range(ByteRange::Suffix(_))) && length.is_none() {
             return Err(ranged_failed(format!(
-                "the server ignored Range ({}) and sent the whole object",
+                "the server ignored Range ({}) and did not say the object's length",
                 want.header_value().unwrap_or_default()
             )));
         }
-        Ok(Plan { start: 0, stop: want.stop(length), total: length })
+        let start = match placement {
+            Placement::ObjectOffsets => 0,
+            Placement::FromStart => want.first(length.unwrap_or(0)),
+        };
+        Ok(Plan { body_start: 0, start, stop: want.stop(length), total: length })
     }
 
     /// A 416: the range starts at or past the object's end (`size` from
@@ -202,7 +203,7 @@ impl Plan {
     /// an empty object, whatever the headers say.
     pub(crate) fn unsatisfiable(want: Want, size: Option<u64>) -> Result<Plan, StorageError> {
         if want.first(0) == 0 && size.unwrap_or(0) == 0 {
-            return Ok(Plan { start: 0, stop: Some(0), total: Some(0) });
+            return Ok(Plan { body_start: 0, start: 0, stop: Some(0), total: Some(0) });
         }
         match size {
             Some(total) => Err(ranged_failed(format!(
@@ -279,10 +280,15 @@ mod tests {
         assert_eq!((p.start, p.stop), (90, Some(100)));
         // 200: a prefix is cut from the stream, a one-shot span further in is not.
         let p = Plan::whole_body(Want::Range(ByteRange::Prefix(4)), Placement::FromStart, Some(16)).unwrap();
-        assert_eq!((p.start, p.stop, p.total), (0, Some(4), Some(16)));
-        assert!(Plan::whole_body(span(5, 9), Placement::FromStart, Some(16)).is_err());
-        assert_eq!(Plan::whole_body(span(5, 9), Placement::ObjectOffsets, Some(16)).unwrap().stop, Some(10));
-        assert!(Plan::whole_body(Want::Range(ByteRange::Suffix(3)), Placement::FromStart, Some(16)).is_err());
+        assert_eq!((p.body_start, p.start, p.stop, p.total), (0, 0, Some(4), Some(16)));
+        // 200 to a span or a suffix: a one-shot file drops what comes before it.
+        let p = Plan::whole_body(span(5, 9), Placement::FromStart, Some(16)).unwrap();
+        assert_eq!((p.body_start, p.start, p.stop), (0, 5, Some(10)));
+        let p = Plan::whole_body(span(5, 9), Placement::ObjectOffsets, Some(16)).unwrap();
+        assert_eq!((p.start, p.stop), (0, Some(10)));
+        let p = Plan::whole_body(Want::Range(ByteRange::Suffix(3)), Placement::FromStart, Some(16)).unwrap();
+        assert_eq!((p.start, p.stop), (13, Some(16)));
+        assert!(Plan::whole_body(Want::Range(ByteRange::Suffix(3)), Placement::FromStart, None).is_err());
         let p = Plan::whole_body(Want::Whole, Placement::FromStart, None).unwrap();
         assert_eq!((p.stop, p.total), (None, None));
         // 416: empty for a read from 0, else a failed ranged read.

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod azurite;
+pub mod gcs;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

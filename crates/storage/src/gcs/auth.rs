@@ -1,7 +1,9 @@
 //! The worker's own Google identity, for the keyless (`iam_delegated`) path: an OAuth
-//! access token from the standard chain — the service-account JSON named by
-//! `GOOGLE_APPLICATION_CREDENTIALS` (a signed JWT exchanged at its `token_uri`), else
-//! the metadata server — cached until shortly before it expires, so that concurrent
+//! access token from the standard chain — the file named by
+//! `GOOGLE_APPLICATION_CREDENTIALS`: a service-account key (a signed JWT exchanged at
+//! its `token_uri`) or workload identity federation (`external_account`: a subject
+//! token from a file or URL exchanged at Google's STS, then for the impersonated
+//! service account's token), else the metadata server — cached until shortly before it expires, so that concurrent
 //! signings share one exchange; and the IAM Credentials `signBlob` call that signs a V4
 //! string-to-sign as the customer's service account with that token. Every endpoint
 //! here is the operator's (settings, the operator's key file), never a job's; the only
@@ -99,6 +101,53 @@ struct ServiceAccountFile {
     private_key_id: Option<String>,
     #[serde(default)]
     token_uri: Option<String>,
+    // Workload identity federation (`"type": "external_account"`).
+    #[serde(default)]
+    audience: String,
+    #[serde(default)]
+    subject_token_type: String,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    service_account_impersonation_url: Option<String>,
+    #[serde(default)]
+    credential_source: Option<CredentialSource>,
+}
+
+/// Where a federated identity's subject token is: a file (a Kubernetes projected
+/// service-account token, an OIDC token another agent refreshes) or a URL (a local
+/// token service), as plain text or a JSON field.
+#[derive(Deserialize)]
+struct CredentialSource {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    format: Option<SourceFormat>,
+    /// AWS-sourced (`aws1`) and executable-sourced credentials are not taken.
+    #[serde(default)]
+    environment_id: Option<String>,
+    #[serde(default)]
+    executable: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct SourceFormat {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    subject_token_field_name: Option<String>,
+}
+
+/// IAM Credentials `generateAccessToken`'s answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImpersonatedToken {
+    access_token: String,
+    expire_time: String,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +208,9 @@ impl PlatformAuth {
         let req = match &settings.credentials_file {
             Some(path) => {
                 let sa = read_platform_key(path)?;
+                if sa.kind == "external_account" {
+                    return self.federated(&sa, now).await;
+                }
                 let token_uri =
                     sa.token_uri.clone().unwrap_or_else(|| "https://oauth2.googleapis.com/token".into());
                 let assertion = jwt_assertion(&sa, &token_uri, now)?;
@@ -180,14 +232,128 @@ impl PlatformAuth {
                     .header("Metadata-Flavor", "Google")
             }
         };
-        let resp = req.send().await.map_err(|e| transport(e, "gcs_token"))?;
+        self.token_request(req, "gcs_token", now).await
+    }
+
+    /// Workload identity federation: the subject token from its source, exchanged at
+    /// Google's STS for a federated token, then (when the file names a service account
+    /// to impersonate, as most setups do) exchanged again through IAM Credentials
+    /// `generateAccessToken` for that account's token. One exchange, as counted.
+    async fn federated(&self, sa: &ServiceAccountFile, now: SystemTime) -> Result<AccessToken, StorageError> {
+        let unusable = |what: &str| StorageError::Credentials { what: what.to_owned(), source: None };
+        let source = sa.credential_source.as_ref().ok_or_else(|| {
+            unusable("GOOGLE_APPLICATION_CREDENTIALS (external_account) has no credential_source")
+        })?;
+        if source.environment_id.is_some() || source.executable.is_some() {
+            return Err(unusable(
+                "GOOGLE_APPLICATION_CREDENTIALS (external_account) takes its subject token from a file or a URL; \
+                 AWS- and executable-sourced credentials are not supported",
+            ));
+        }
+        let raw = match (&source.file, &source.url) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| StorageError::Credentials {
+                what: "the federated identity's subject token file cannot be read".into(),
+                source: Some(Box::new(e)),
+            })?,
+            (None, Some(url)) => {
+                let mut req = self.http.get(url);
+                for (k, v) in &source.headers {
+                    req = req.header(k, v);
+                }
+                let resp = req.send().await.map_err(|e| transport(e, "gcs_subject_token"))?;
+                let status = resp.status();
+                let body = resp.bytes().await.map_err(|e| transport(e, "gcs_subject_token"))?;
+                if !status.is_success() {
+                    return Err(reply_error("gcs_subject_token", status.as_u16(), &body));
+                }
+                String::from_utf8_lossy(&body).into_owned()
+            }
+            (None, None) => return Err(unusable("the credential_source names neither a file nor a URL")),
+        };
+        let subject = match source.format.as_ref().filter(|f| f.kind == "json") {
+            Some(f) => {
+                let field = f.subject_token_field_name.as_deref().unwrap_or_default();
+                serde_json::from_str::<serde_json::Value>(&raw)
+                    .ok()
+                    .and_then(|v| v[field].as_str().map(str::to_owned))
+                    .ok_or_else(|| unusable("the subject token source has no such JSON field"))?
+            }
+            None => raw.trim().to_owned(),
+        };
+        if subject.is_empty() {
+            return Err(unusable("the federated identity's subject token is empty"));
+        }
+        let subject = Secret::new(subject);
+        let token_url = sa.token_url.clone().unwrap_or_else(|| "https://sts.googleapis.com/v1/token".into());
+        tracing::debug!("exchanging the platform's federated subject token at Google's STS");
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+            .append_pair("audience", &sa.audience)
+            .append_pair("scope", SCOPE)
+            .append_pair("requested_token_type", "urn:ietf:params:oauth:token-type:access_token")
+            .append_pair("subject_token", subject.expose())
+            .append_pair("subject_token_type", &sa.subject_token_type)
+            .finish();
+        let federated = self
+            .token_request(
+                self.http
+                    .post(&token_url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form),
+                "gcs_sts",
+                now,
+            )
+            .await?;
+        let Some(impersonate) = &sa.service_account_impersonation_url else { return Ok(federated) };
+        tracing::debug!("impersonating the platform's service account with the federated token");
+        let resp = self
+            .http
+            .post(impersonate)
+            .bearer_auth(federated.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}).to_string())
+            .send()
+            .await
+            .map_err(|e| transport(e, "gcs_impersonation"))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| transport(e, "gcs_token"))?;
+        let body = resp.bytes().await.map_err(|e| transport(e, "gcs_impersonation"))?;
         if !status.is_success() {
-            return Err(reply_error("gcs_token", status.as_u16(), &body));
+            return Err(reply_error("gcs_impersonation", status.as_u16(), &body));
+        }
+        let reply: ImpersonatedToken = serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
+            service: "gcs_impersonation",
+            message: "generateAccessToken answered without an access token".into(),
+            retryable: false,
+            source: None,
+        })?;
+        let expires_at = chrono::DateTime::parse_from_rfc3339(&reply.expire_time)
+            .ok()
+            .and_then(|t| u64::try_from(t.timestamp()).ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .ok_or_else(|| StorageError::Upstream {
+                service: "gcs_impersonation",
+                message: "generateAccessToken answered without a usable expireTime".into(),
+                retryable: false,
+                source: None,
+            })?;
+        Ok(AccessToken { token: Secret::new(reply.access_token), expires_at })
+    }
+
+    /// A token endpoint's `{access_token, expires_in}` answer to `req`.
+    async fn token_request(
+        &self,
+        req: reqwest::RequestBuilder,
+        service: &'static str,
+        now: SystemTime,
+    ) -> Result<AccessToken, StorageError> {
+        let resp = req.send().await.map_err(|e| transport(e, service))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| transport(e, service))?;
+        if !status.is_success() {
+            return Err(reply_error(service, status.as_u16(), &body));
         }
         let reply: TokenReply = serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
-            service: "gcs_token",
+            service,
             message: "the token endpoint answered without an access token".into(),
             retryable: false,
             source: None,
@@ -250,10 +416,10 @@ fn read_platform_key(path: &std::path::Path) -> Result<ServiceAccountFile, Stora
     })?;
     let sa: ServiceAccountFile = serde_json::from_str(&text)
         .map_err(|_| unusable("GOOGLE_APPLICATION_CREDENTIALS is not a JSON credentials file".into()))?;
-    if sa.kind != "service_account" {
+    if sa.kind != "service_account" && sa.kind != "external_account" {
         return Err(unusable(format!(
-            "GOOGLE_APPLICATION_CREDENTIALS holds {:?} credentials; the worker takes a service_account key or \
-             the metadata server",
+            "GOOGLE_APPLICATION_CREDENTIALS holds {:?} credentials; the worker takes a service_account key, \
+             external_account (workload identity federation) credentials or the metadata server",
             service_code(&sa.kind).unwrap_or_default()
         )));
     }

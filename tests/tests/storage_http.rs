@@ -358,6 +358,30 @@ async fn a_full_download_is_the_range_from_zero_whatever_the_server_makes_of_it(
 }
 
 #[tokio::test]
+async fn a_one_shot_span_or_suffix_from_a_server_that_ignores_range() {
+    let f = fixture(|_| {}).await;
+    let data = body(1000);
+    let server = serve(vec![Reply::IgnoresRange(data)]).await;
+    let url = SignedUrl::new(&server.url, None);
+    // The bytes before the span are read and dropped; the file is the span.
+    let span = f.storage.download_signed(&url, Some(ByteRange::Span { start: 100, end: 199 })).await.unwrap();
+    assert_eq!(std::fs::read(span.path()).unwrap(), &data[100..200]);
+    // A suffix: the first byte says the size, then the span (never `bytes=-n`).
+    let suffix = f.storage.download_signed(&url, Some(ByteRange::Suffix(10))).await.unwrap();
+    assert_eq!(std::fs::read(suffix.path()).unwrap(), &data[990..]);
+    assert_eq!(
+        server.ranges.lock().unwrap().as_slice(),
+        &[Some("bytes=100-199".to_owned()), Some("bytes=0-0".to_owned()), Some("bytes=990-999".to_owned())]
+    );
+    // What must be streamed to reach the span is bounded by the size limit.
+    let small = fixture(|c| c.max_asset_bytes = 500).await;
+    let err = small.storage.download_signed(&url, Some(ByteRange::Span { start: 600, end: 609 })).await;
+    let StorageError::TooLarge { received, .. } = err.unwrap_err() else { panic!("not too_large") };
+    assert_eq!(received, 0, "refused before the body");
+    assert!(files_in(small.temp.path()).is_empty());
+}
+
+#[tokio::test]
 async fn redirects_are_not_followed() {
     let f = fixture(|_| {}).await;
     let server = serve(vec![Reply::Redirect]).await;

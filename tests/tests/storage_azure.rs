@@ -179,6 +179,8 @@ async fn world(https: bool, tune: impl FnOnce(&mut StorageConfig)) -> Option<Wor
     std::fs::create_dir(secrets.path().join("org-1")).unwrap();
     std::fs::write(secrets.path().join("org-1/azure.key"), format!("{DEV_KEY}\n")).unwrap();
     std::fs::write(secrets.path().join("org-1/app.secret"), CUSTOMER_SECRET).unwrap();
+    // The tenants organisation org-1 consented for, as the platform records them.
+    std::fs::write(secrets.path().join("org-1/azure-tenants"), format!("# consented\n{TENANT}\n")).unwrap();
     let temp = tempfile::tempdir().unwrap();
     let token = https.then(TokenServer::start);
     // Azurite listens on loopback: the operator's allow-list names it, port included.
@@ -189,6 +191,7 @@ async fn world(https: bool, tune: impl FnOnce(&mut StorageConfig)) -> Option<Wor
         cfg.azure.authority_host = token.authority();
         cfg.azure.client_id = Some(PLATFORM_APP.into());
         cfg.azure.credential = Some(AppCredential::Secret(asset_storage::Secret::new(PLATFORM_SECRET)));
+        cfg.azure.tenant_binding = Some("file:azure-tenants".into());
     }
     tune(&mut cfg);
     let base = storage_support::base_config("http://127.0.0.1:9", "AKIAUNUSEDUNUSED0000", "unused").await;
@@ -546,6 +549,36 @@ async fn delegated_access_without_a_platform_application_is_credentials() {
     assert_eq!(err.code(), ErrorCode::Credentials, "{err}");
     assert!(err.to_string().contains("AZURE_CLIENT_ID"), "{err}");
     assert_eq!(w.token.as_ref().unwrap().calls(), 0);
+}
+
+/// Azure has no ExternalId: a job naming a tenant its organisation did not consent for
+/// (another customer's, which consented to the same platform application) is refused
+/// before any request, as is every delegated job when no binding is configured.
+#[tokio::test]
+async fn delegated_access_is_bound_to_the_tenants_the_organisation_consented_for() {
+    let Some(w) = world(true, |_| {}).await else { return };
+    let url = w.azurite.url("assets", "img/cat.jpg");
+    w.storage.fetch(&w.integration(delegated()), &url).await.unwrap();
+    let calls = w.token.as_ref().unwrap().calls();
+    let other =
+        serde_json::json!({"type": "iam_delegated", "tenant_id": "0d3c7a2b-5e61-4f8a-b1c2-d3e4f5a6b7c8"});
+    let err = w.storage.fetch(&w.integration(other), &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidIntegration, "{err}");
+    assert!(err.to_string().contains("not one organisation org-1 consented for"), "{err}");
+    // Another organisation with no binding of its own, naming org-1's tenant.
+    let mut foreign = serde_json::to_value(w.integration(delegated())).unwrap();
+    foreign["org_id"] = "org-2".into();
+    let foreign: Integration = serde_json::from_value(foreign).unwrap();
+    let err = w.storage.fetch(&foreign, &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidIntegration, "{err}");
+    assert!(err.to_string().contains("organisation org-2 has no Azure tenant binding"), "{err}");
+    assert_eq!(w.token.as_ref().unwrap().calls(), calls, "no token was asked for a refused job");
+
+    let Some(unbound) = world(true, |c| c.azure.tenant_binding = None).await else { return };
+    let url = unbound.azurite.url("assets", "img/cat.jpg");
+    let err = unbound.storage.fetch(&unbound.integration(delegated()), &url).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidIntegration, "{err}");
+    assert!(err.to_string().contains("AZURE_TENANT_BINDING"), "{err}");
 }
 
 #[tokio::test]

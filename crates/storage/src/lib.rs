@@ -144,10 +144,13 @@ impl Storage {
                 gcs::check_org_binding(service_account, &g.org_id, &self.inner.config.gcs)?;
             }
         }
-        if let Integration::Azure(a) = integration
-            && let Some(endpoint) = &a.endpoint
-        {
-            self.inner.egress.check_str(endpoint)?;
+        if let Integration::Azure(a) = integration {
+            if let Some(endpoint) = &a.endpoint {
+                self.inner.egress.check_str(endpoint)?;
+            }
+            if let asset_core::AzureAccess::IamDelegated { tenant_id } = &a.access {
+                azure::check_tenant_binding(tenant_id, &a.org_id, &self.inner.config)?;
+            }
         }
         Ok(())
     }

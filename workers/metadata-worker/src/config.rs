@@ -95,6 +95,12 @@ pub struct CloudArgs {
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
     pub azure_federated_token_file: Option<PathBuf>,
 
+    /// Where each organisation's list of consented Entra tenants is, as a secret
+    /// reference resolved in that organisation's secrets (`file:azure-tenants` reads
+    /// SECRETS_DIR/<org_id>/azure-tenants). Unset: Azure `iam_delegated` is refused.
+    #[arg(long, env = "AZURE_TENANT_BINDING")]
+    pub azure_tenant_binding: Option<String>,
+
     /// Base URL of the Microsoft Entra token endpoint (sovereign clouds, tests).
     #[arg(long, env = "AZURE_AUTHORITY_HOST", default_value = asset_storage::DEFAULT_AUTHORITY_HOST)]
     pub azure_authority_host: String,
@@ -159,6 +165,7 @@ impl CloudArgs {
             authority_host: self.azure_authority_host.trim_end_matches('/').to_owned(),
             client_id,
             credential,
+            tenant_binding: self.azure_tenant_binding.clone().filter(|b| !b.trim().is_empty()),
         };
         if let Some(path) = &self.storage_ca_file {
             let pem = std::fs::read(path).with_context(|| {

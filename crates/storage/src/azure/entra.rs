@@ -47,11 +47,22 @@ pub struct AzureSettings {
     /// The platform application's client id; `None` refuses `iam_delegated`.
     pub client_id: Option<String>,
     pub credential: Option<AppCredential>,
+    /// `AZURE_TENANT_BINDING`: a secret reference (`file:NAME`, `env:NAME`) resolved in
+    /// each organisation's own secrets, listing the Entra tenants that organisation's
+    /// admins consented for (the platform writes it at consent). An `iam_delegated`
+    /// integration naming another tenant is refused; `None` refuses them all: Azure has
+    /// no ExternalId, and without the list nothing binds a tenant to one organisation.
+    pub tenant_binding: Option<String>,
 }
 
 impl Default for AzureSettings {
     fn default() -> Self {
-        AzureSettings { authority_host: DEFAULT_AUTHORITY_HOST.into(), client_id: None, credential: None }
+        AzureSettings {
+            authority_host: DEFAULT_AUTHORITY_HOST.into(),
+            client_id: None,
+            credential: None,
+            tenant_binding: None,
+        }
     }
 }
 

@@ -212,3 +212,49 @@ impl ObjectSource for AzureSource<'_> {
         Ok(Origin::Signed(self.presign(loc, None).await?))
     }
 }
+
+/// The confused-deputy guard of `iam_delegated`: the tenant must be one the integration's
+/// organisation consented for, as listed in its own binding secret
+/// ([`AzureSettings::tenant_binding`](entra::AzureSettings)); checked before any request.
+pub(crate) fn check_tenant_binding(
+    tenant_id: &str,
+    org_id: &str,
+    config: &crate::StorageConfig,
+) -> Result<(), StorageError> {
+    let refuse = |why: String| StorageError::invalid("access.tenant_id", why);
+    let Some(binding) = &config.azure.tenant_binding else {
+        return Err(refuse(
+            "iam_delegated Azure access needs AZURE_TENANT_BINDING, the list of tenants each organisation \
+             consented for; without it nothing binds a tenant to one organisation"
+                .into(),
+        ));
+    };
+    let listed = crate::credentials::resolve_secret(binding, org_id, config, false).map_err(|_| {
+        refuse(format!("organisation {org_id} has no Azure tenant binding ({binding} is missing or empty)"))
+    })?;
+    if tenants_in(listed.expose()).any(|t| t.eq_ignore_ascii_case(tenant_id)) {
+        Ok(())
+    } else {
+        Err(refuse(format!("tenant {tenant_id} is not one organisation {org_id} consented for")))
+    }
+}
+
+/// The tenant ids of a binding: separated by white space or commas, `#` comments.
+fn tenants_in(list: &str) -> impl Iterator<Item = &str> {
+    list.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .flat_map(|l| l.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    #[test]
+    fn a_binding_lists_tenants_one_per_line_or_comma_separated_with_comments() {
+        let list = "# org-1, consented 2026-11-02\nAAAA-1 , bbbb-2\n\n  cccc-3 # by the EU admin\n";
+        assert_eq!(tenants_in(list).collect::<Vec<_>>(), ["AAAA-1", "bbbb-2", "cccc-3"]);
+        assert_eq!(tenants_in("# nothing\n").count(), 0);
+    }
+}

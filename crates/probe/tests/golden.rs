@@ -142,3 +142,33 @@ fn every_fixture_file_has_expected_values() {
     missing.sort();
     assert!(missing.is_empty(), "fixtures without expected values: {missing:?}");
 }
+
+/// TGA has no magic and TGA 1.0 no footer: an uncompressed one is still recognised under
+/// a name that says nothing (an object key without an extension), from its exact size;
+/// the answer is the one recorded for the named fixture. An RLE one, whose size its
+/// header does not say, stays `unsupported_format` without its name.
+#[test]
+fn a_footerless_uncompressed_tga_is_read_under_any_name() {
+    let cases = load_cases();
+    let expected = |file: &str| {
+        cases
+            .iter()
+            .find(|(_, c)| c.file == file)
+            .and_then(|(_, c)| c.expect.clone())
+            .expect("a recorded case")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let anonymous = |file: &str| {
+        let to = dir.path().join(file.replace(['/', '.'], "-"));
+        std::fs::copy(fixtures_dir().join("assets").join(file), &to).unwrap();
+        to
+    };
+    let want = expected("image/tga-uncompressed.tga");
+    let got = probe(&anonymous("image/tga-uncompressed.tga"), &Limits::default()).unwrap();
+    let got = serde_json::to_value(&got).unwrap();
+    for field in ["data_type", "mime", "width", "height"] {
+        assert_eq!(got[field], want[field], "{field}");
+    }
+    let err = probe(&anonymous("image/tga-rle.tga"), &Limits::default()).unwrap_err();
+    assert_eq!(err.code().as_str(), "unsupported_format");
+}

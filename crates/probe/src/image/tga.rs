@@ -1,7 +1,9 @@
 //! Truevision TGA: an 18-byte header and, in TGA 2.0 files, a 26-byte footer ending
 //! "TRUEVISION-XFILE.\0". TGA has no magic, so detection is conservative: a header
 //! holding only legal values ([`sniff`], weakest of the binary signatures), confirmed by
-//! the footer or, for TGA 1.0 files, which have none, by a `.tga` name ([`confirm`]).
+//! the footer, by a `.tga` name, or, for an uncompressed TGA 1.0 file (no footer) under
+//! any name, by a size exactly that of its header, id, colour map and pixels
+//! ([`confirm`]).
 //! Hand-written: the header is fixed-size. For uncompressed images the pixel data's
 //! size follows from the header, so a file too short for it is `truncated`; a cut
 //! RLE image is only noticed by a decoder.
@@ -69,7 +71,31 @@ pub(super) fn confirm<R: Read + Seek>(r: &mut R, file_size: u64, path: &Path) ->
             return Ok(());
         }
     }
-    Err(ProbeError::unsupported("a TGA-like header without the TGA 2.0 footer or a .tga name"))
+    // TGA 1.0 has no footer. An uncompressed image is exactly as long as its header
+    // says: a length no other file shares with these 18 small numbers by chance.
+    if file_size >= 18 {
+        r.seek(SeekFrom::Start(0))?;
+        let mut h = [0u8; 18];
+        r.read_exact(&mut h)?;
+        if sniff(&h) && uncompressed_size(&h) == Some(file_size) {
+            return Ok(());
+        }
+    }
+    Err(ProbeError::unsupported(
+        "a TGA-like header without the TGA 2.0 footer, a .tga name or the exact size of an uncompressed TGA",
+    ))
+}
+
+/// The length of an uncompressed TGA (image types 1-3) with this header: header, image
+/// id, colour map and pixels. `None` for RLE images, whose length the header does not say.
+fn uncompressed_size(h: &[u8; 18]) -> Option<u64> {
+    if !matches!(h[2], 1..=3) {
+        return None;
+    }
+    let le16 = |i: usize| u64::from(u16::from_le_bytes([h[i], h[i + 1]]));
+    let map_bytes = if h[1] == 1 { le16(5) * u64::from(h[7]).div_ceil(8) } else { 0 };
+    let pixels = (le16(12) * le16(14) * u64::from(h[16])).div_ceil(8);
+    Some(18 + u64::from(h[0]) + map_bytes + pixels)
 }
 
 pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64) -> Result<Extra> {
@@ -79,16 +105,13 @@ pub(super) fn walk<R: BufRead + Seek>(r: &mut R, file_size: u64) -> Result<Extra
     }
     let le16 = |i: usize| u64::from(u16::from_le_bytes([h[i], h[i + 1]]));
     let (width, height) = (le16(12), le16(14));
-    if matches!(h[2], 1..=3) {
-        let map_bytes = if h[1] == 1 { le16(5) * u64::from(h[7]).div_ceil(8) } else { 0 };
-        let pixels = (width * height * u64::from(h[16])).div_ceil(8);
-        let needed = 18 + u64::from(h[0]) + map_bytes + pixels;
-        if needed > file_size {
-            return Err(ProbeError::truncated(
-                NAME,
-                format!("the image needs {needed} bytes, the file has {file_size}"),
-            ));
-        }
+    if let Some(needed) = uncompressed_size(&h)
+        && needed > file_size
+    {
+        return Err(ProbeError::truncated(
+            NAME,
+            format!("the image needs {needed} bytes, the file has {file_size}"),
+        ));
     }
     Ok(Extra { stored: Some((width as u32, height as u32)), ..Extra::default() })
 }
@@ -139,8 +162,17 @@ mod tests {
         let without = tga(2, 65, 33, 24, 65 * 33 * 3, false);
         let n = without.len() as u64;
         assert!(confirm(&mut Cursor::new(without.clone()), n, Path::new("/tmp/x.TGA")).is_ok());
-        let err = confirm(&mut Cursor::new(without), n, Path::new("/tmp/x.bin")).unwrap_err();
-        assert_eq!(err.code().as_str(), "unsupported_format");
+        // Uncompressed TGA 1.0 of exactly its size: taken under any name.
+        assert!(confirm(&mut Cursor::new(without.clone()), n, Path::new("/tmp/x.bin")).is_ok());
+        // One byte more or less, or RLE (whose size the header does not say): not.
+        for f in [tga(2, 65, 33, 24, 65 * 33 * 3 + 1, false), tga(2, 65, 33, 24, 65 * 33 * 3 - 1, false)] {
+            let n = f.len() as u64;
+            let err = confirm(&mut Cursor::new(f), n, Path::new("/tmp/x.bin")).unwrap_err();
+            assert_eq!(err.code().as_str(), "unsupported_format");
+        }
+        let rle = tga(10, 65, 33, 24, 100, false);
+        let n = rle.len() as u64;
+        assert!(confirm(&mut Cursor::new(rle), n, Path::new("/tmp/x.bin")).is_err());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use asset_core::{ErrorCode, Integration};
 use asset_storage::{AppCredential, ByteRange, SignedUrl, Storage, StorageConfig, StorageError};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
-use storage_support::azurite::{ACCOUNT, Azurite, DEV_KEY, Tls, account_sas, free_port, hmac_b64, sas_time};
-use storage_support::{Logs, config_allowing, files_in, query_param};
+use storage_support::azurite::{ACCOUNT, Azurite, DEV_KEY, Tls, account_sas, hmac_b64, sas_time};
+use storage_support::{Logs, config_allowing, files_in, free_port, query_param};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const PLATFORM_APP: &str = "0b6a1d6e-1b4f-4a53-9e36-0c1e2c5d7f10";

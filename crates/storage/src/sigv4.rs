@@ -128,13 +128,8 @@ impl S3Target {
             source: None,
         };
         let mut url = self.url(bucket, key);
-        let mut sep = '?';
         for (k, v) in query {
-            url.push(sep);
-            url.push_str(&utf8_percent_encode(k, UNRESERVED).to_string());
-            url.push('=');
-            url.push_str(&utf8_percent_encode(v, UNRESERVED).to_string());
-            sep = '&';
+            push_param(&mut url, k, v);
         }
         let identity = aws_credential_types::Credentials::new(
             creds.access_key_id.expose(),
@@ -174,11 +169,7 @@ impl S3Target {
         let (instructions, _) = sign(request, &params).map_err(|_| failed("the signature"))?.into_parts();
         let (headers, params) = instructions.into_parts();
         for (k, v) in params {
-            url.push(sep);
-            url.push_str(k);
-            url.push('=');
-            url.push_str(&utf8_percent_encode(&v, UNRESERVED).to_string());
-            sep = '&';
+            push_param(&mut url, k, &v);
         }
         let mut map = HeaderMap::new();
         for (k, v) in extra {
@@ -192,6 +183,14 @@ impl S3Target {
         }
         Ok((url, map))
     }
+}
+
+/// Appends `k=v` to `url`'s query, both encoded as AWS's `UriEncode` does.
+fn push_param(url: &mut String, k: &str, v: &str) {
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.extend(utf8_percent_encode(k, UNRESERVED));
+    url.push('=');
+    url.extend(utf8_percent_encode(v, UNRESERVED));
 }
 
 /// An object key as a URL path: each byte but `/` and the unreserved ones encoded.

@@ -3,10 +3,8 @@
 //! HTTPS with a certificate made for the run, seeded with an account SAS of our own
 //! (not the worker's signer).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -14,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::require;
+use super::{free_port, require, wait_port};
 
 /// Azurite's well-known development account and key (public, in Microsoft's docs).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -35,27 +33,6 @@ pub fn azurite_bin() -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join("azurite-blob"))
         .find(|p| p.is_file())
-}
-
-/// A free port in 21000-21999, the range these tests' servers use. Each call hands out
-/// another port, so tests running in parallel never pick the same one before binding it.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let offset = std::process::id() as usize % 500;
-    (0..1000)
-        .map(|_| 21000 + ((offset + NEXT.fetch_add(1, Ordering::SeqCst)) % 1000) as u16)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port in 21000-21999")
-}
-
-pub fn wait_port(port: u16) -> bool {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// A certificate authority and a certificate for 127.0.0.1 it signed, made with the

@@ -52,12 +52,21 @@ pub fn s3s_bin() -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("s3s-fs")).find(|p| p.is_file())
 }
 
+/// A free port in 21000-21999, the range these tests' servers use. Each call hands out
+/// another port, so tests running in parallel never pick the same one before binding it
+/// (asking the kernel for port 0 and binding later races with the next test doing so).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let offset = std::process::id() as usize % 500;
+    (0..1000)
+        .map(|_| 21000 + ((offset + NEXT.fetch_add(1, Ordering::SeqCst)) % 1000) as u16)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 21000-21999")
 }
 
-fn wait_port(port: u16) -> bool {
-    for _ in 0..200 {
+/// Whether something listens on `port` within 20 s.
+pub fn wait_port(port: u16) -> bool {
+    for _ in 0..400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return true;
         }

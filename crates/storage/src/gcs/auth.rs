@@ -260,13 +260,7 @@ impl PlatformAuth {
                 for (k, v) in &source.headers {
                     req = req.header(k, v);
                 }
-                let resp = req.send().await.map_err(|e| transport(e, "gcs_subject_token"))?;
-                let status = resp.status();
-                let body = resp.bytes().await.map_err(|e| transport(e, "gcs_subject_token"))?;
-                if !status.is_success() {
-                    return Err(reply_error("gcs_subject_token", status.as_u16(), &body));
-                }
-                String::from_utf8_lossy(&body).into_owned()
+                String::from_utf8_lossy(&send(req, "gcs_subject_token").await?).into_owned()
             }
             (None, None) => return Err(unusable("the credential_source names neither a file nor a URL")),
         };
@@ -306,26 +300,15 @@ impl PlatformAuth {
             .await?;
         let Some(impersonate) = &sa.service_account_impersonation_url else { return Ok(federated) };
         tracing::debug!("impersonating the platform's service account with the federated token");
-        let resp = self
+        let req = self
             .http
             .post(impersonate)
             .bearer_auth(federated.token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}).to_string())
-            .send()
-            .await
-            .map_err(|e| transport(e, "gcs_impersonation"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| transport(e, "gcs_impersonation"))?;
-        if !status.is_success() {
-            return Err(reply_error("gcs_impersonation", status.as_u16(), &body));
-        }
-        let reply: ImpersonatedToken = serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
-            service: "gcs_impersonation",
-            message: "generateAccessToken answered without an access token".into(),
-            retryable: false,
-            source: None,
-        })?;
+            .body(serde_json::json!({"scope": [SCOPE], "lifetime": "3600s"}).to_string());
+        let reply: ImpersonatedToken =
+            send_json(req, "gcs_impersonation", "generateAccessToken answered without an access token")
+                .await?;
         let expires_at = chrono::DateTime::parse_from_rfc3339(&reply.expire_time)
             .ok()
             .and_then(|t| u64::try_from(t.timestamp()).ok())
@@ -346,18 +329,8 @@ impl PlatformAuth {
         service: &'static str,
         now: SystemTime,
     ) -> Result<AccessToken, StorageError> {
-        let resp = req.send().await.map_err(|e| transport(e, service))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| transport(e, service))?;
-        if !status.is_success() {
-            return Err(reply_error(service, status.as_u16(), &body));
-        }
-        let reply: TokenReply = serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
-            service,
-            message: "the token endpoint answered without an access token".into(),
-            retryable: false,
-            source: None,
-        })?;
+        let reply: TokenReply =
+            send_json(req, service, "the token endpoint answered without an access token").await?;
         Ok(AccessToken {
             token: Secret::new(reply.access_token),
             expires_at: now + Duration::from_secs(reply.expires_in),
@@ -379,26 +352,14 @@ impl PlatformAuth {
             &percent_encoding::NON_ALPHANUMERIC.remove(b'.').remove(b'-').remove(b'@').remove(b'_');
         let account = percent_encoding::utf8_percent_encode(service_account, SEGMENT);
         let url = format!("{base}/v1/projects/-/serviceAccounts/{account}:signBlob");
-        let resp = self
+        let req = self
             .http
             .post(url)
             .bearer_auth(token.token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::json!({"payload": B64.encode(message)}).to_string())
-            .send()
-            .await
-            .map_err(|e| transport(e, "sign_blob"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| transport(e, "sign_blob"))?;
-        if !status.is_success() {
-            return Err(reply_error("sign_blob", status.as_u16(), &body));
-        }
-        let reply: SignBlobReply = serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
-            service: "sign_blob",
-            message: "signBlob answered without a signature".into(),
-            retryable: false,
-            source: None,
-        })?;
+            .body(serde_json::json!({"payload": B64.encode(message)}).to_string());
+        let reply: SignBlobReply =
+            send_json(req, "sign_blob", "signBlob answered without a signature").await?;
         B64.decode(reply.signed_blob).map_err(|_| StorageError::Upstream {
             service: "sign_blob",
             message: "signBlob answered with a signature that is not base64".into(),
@@ -441,6 +402,32 @@ fn jwt_assertion(sa: &ServiceAccountFile, token_uri: &str, now: SystemTime) -> R
         format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
     let sig = key.sign(signing_input.as_bytes())?;
     Ok(Secret::new(format!("{signing_input}.{}", B64URL.encode(sig))))
+}
+
+/// A Google call's body when it succeeded; a refusal as [`reply_error`] reads it.
+async fn send(req: reqwest::RequestBuilder, service: &'static str) -> Result<bytes::Bytes, StorageError> {
+    let resp = req.send().await.map_err(|e| transport(e, service))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| transport(e, service))?;
+    if !status.is_success() {
+        return Err(reply_error(service, status.as_u16(), &body));
+    }
+    Ok(body)
+}
+
+/// [`send`], its body read as `T`; `unusable` says what an answer that is not one lacks.
+async fn send_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    service: &'static str,
+    unusable: &str,
+) -> Result<T, StorageError> {
+    let body = send(req, service).await?;
+    serde_json::from_slice(&body).map_err(|_| StorageError::Upstream {
+        service,
+        message: unusable.to_owned(),
+        retryable: false,
+        source: None,
+    })
 }
 
 fn transport(e: reqwest::Error, service: &'static str) -> StorageError {

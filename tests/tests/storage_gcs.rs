@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use asset_core::Integration;
 use asset_storage::{ByteRange, GcsSettings, Storage, StorageConfig, ValidateOptions};
-use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

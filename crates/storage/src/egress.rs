@@ -446,12 +446,22 @@ impl ResolveDns for EgressResolver {
     }
 }
 
+/// The HTTP client of the operator's own AWS identity chain (environment, profile, web
+/// identity, container and instance metadata): the worker's own endpoints, some of them
+/// link-local, so outside the policy, which guards what customers' jobs reach.
+pub(crate) fn operator_http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https()
+}
+
 /// The SDK's HTTP client under the policy: hyper with [`EgressResolver`], and every
 /// request's URL checked before it is sent (IP literals, allow-listed ports).
 pub(crate) fn sdk_http_client(policy: Arc<EgressPolicy>) -> SharedHttpClient {
     use aws_smithy_http_client::tls;
     let inner = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_with_resolver(EgressResolver { policy: policy.clone() });
     SharedHttpClient::new(GuardedClient { inner, policy })
 }

@@ -80,7 +80,10 @@ impl Storage {
     /// instance role; `AWS_ENDPOINT_URL[_STS|_S3]`), creates the private temp directory
     /// and removes what a crashed process left in it.
     pub async fn new(config: StorageConfig) -> Result<Storage, StorageError> {
-        let base = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(egress::operator_http_client())
+            .load()
+            .await;
         Storage::with_aws_config(config, base)
     }
 

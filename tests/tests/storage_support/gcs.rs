@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use ring::rand::SystemRandom;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 
 use super::{free_port, require, workspace_root};
@@ -63,7 +63,7 @@ impl TestKey {
     }
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
-        let mut sig = vec![0; self.pair.public_modulus_len()];
+        let mut sig = vec![0; self.pair.public().modulus_len()];
         self.pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig).unwrap();
         sig
     }

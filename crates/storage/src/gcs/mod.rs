@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use asset_core::{Access, GcsAccess, GcsIntegration, S3Integration};
 use async_trait::async_trait;
-use aws_lc_rs::digest::{SHA256, digest};
+use ring::digest::{SHA256, digest};
 use serde::Deserialize;
 use url::{Host, Url};
 

@@ -12,9 +12,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::digest::{SHA256, digest};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use ring::digest::{SHA256, digest};
+use ring::rand::SystemRandom;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 
 use crate::error::StorageError;
@@ -171,7 +171,7 @@ impl RsaKey {
 
     /// RSASSA-PKCS1-v1_5 with SHA-256, as V4 URLs and RS256 JWTs want.
     pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, StorageError> {
-        let mut sig = vec![0; self.0.public_modulus_len()];
+        let mut sig = vec![0; self.0.public().modulus_len()];
         self.0
             .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut sig)
             .map_err(|_| StorageError::Credentials { what: "RSA signing failed".into(), source: None })?;

@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use asset_core::Integration;
 use asset_storage::{ByteRange, GcsSettings, Storage, StorageConfig, ValidateOptions};
-use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use storage_support::gcs::{Emulator, TestKey, golden_py, python};
 use storage_support::{Logs, authority, config_allowing};
 

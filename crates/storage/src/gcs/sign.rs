@@ -12,10 +12,10 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use ring::digest::{SHA256, digest};
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
-use base64::Engine as _;
 
 use crate::error::StorageError;
 

@@ -448,8 +448,10 @@ impl ResolveDns for EgressResolver {
 
 /// The HTTP client of the operator's own AWS identity chain (environment, profile, web
 /// identity, container and instance metadata): the worker's own endpoints, some of them
-/// link-local, so outside the policy, which guards what customers' jobs reach.
-pub(crate) fn operator_http_client() -> SharedHttpClient {
+/// link-local, so outside the policy, which guards what customers' jobs reach. The SDKs
+/// are built without a default client (one TLS provider, ring, in the whole tree), so
+/// every SDK configuration is given this one or [`sdk_http_client`].
+pub fn operator_http_client() -> SharedHttpClient {
     use aws_smithy_http_client::tls;
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))

@@ -31,7 +31,7 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use azure::entra::{AppCredential, AzureSettings, DEFAULT_AUTHORITY_HOST};
 pub use check::{Check, CheckName, ValidateOptions, ValidationReport};
 pub use config::{RetryConfig, StorageConfig};
-pub use egress::AllowedEndpoints;
+pub use egress::{AllowedEndpoints, operator_http_client};
 pub use error::StorageError;
 pub use gcs::{DEFAULT_ENDPOINT as GCS_DEFAULT_ENDPOINT, GcsSettings, org_token as gcs_org_token};
 pub use location::{ByteRange, ObjectLocation};

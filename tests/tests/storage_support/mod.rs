@@ -266,9 +266,12 @@ pub fn port_of(endpoint: &str) -> u16 {
 }
 
 /// A base AWS configuration with static keys and one endpoint, as the standard chain
-/// would build it from `AWS_ACCESS_KEY_ID`… and `AWS_ENDPOINT_URL`.
+/// would build it from `AWS_ACCESS_KEY_ID`… and `AWS_ENDPOINT_URL`, with the worker's
+/// own HTTP client for it (the SDKs are built without a default one, in the tests as in
+/// the worker: the test build has the shipped feature set).
 pub async fn base_config(endpoint: &str, access_key: &str, secret_key: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(asset_storage::operator_http_client())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

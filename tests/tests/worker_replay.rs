@@ -70,3 +70,61 @@ fn replaying_the_fixture_jobs_prints_one_result_per_asset() {
     }
     assert!(checked >= 5, "only {checked} results had expected values to compare");
 }
+
+/// The worker's temp file carries the object's extension, so what the bytes alone cannot
+/// tell is told in the pipeline as by `probe FILE`: a TGA 1.0 file (no magic, no footer,
+/// RLE so its size says nothing) and Markdown without a heading or a link. The same
+/// bytes under names without an extension stay what the bytes say.
+#[test]
+fn the_object_name_is_a_hint_in_the_pipeline_as_for_a_named_file() {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir(&assets).unwrap();
+    let copies = [
+        ("image/tga-rle.tga", "head.TGA"),
+        ("image/tga-rle.tga", "head"),
+        ("text/notes-plain.md", "notes.md"),
+        ("text/notes-plain.md", "notes"),
+    ];
+    for (from, to) in copies {
+        std::fs::copy(root.join("fixtures/assets").join(from), assets.join(to)).unwrap();
+    }
+    let job = serde_json::json!({
+        "schema": "import-job/v1", "job_id": "job-hints", "org_id": "org-demo", "project_id": "proj-demo",
+        "created_at": "2026-12-02T00:00:00Z",
+        "storage": {"provider": "local", "root": "assets"},
+        "assets": copies.iter().enumerate().map(|(i, (_, to))| serde_json::json!({
+            "asset_id": format!("hint-{i}"), "external_id": to, "url": format!("local://{to}"),
+        })).collect::<Vec<_>>(),
+    });
+    let job_file = dir.path().join("job.json");
+    std::fs::write(&job_file, serde_json::to_vec(&job).unwrap()).unwrap();
+
+    let out = Command::new(worker_bin()).current_dir(&root).arg("replay").arg(&job_file).output().unwrap();
+    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), copies.len());
+
+    // Expected values recorded from independent tools (identify, and the text cases).
+    let expected = |file: &str| -> Value {
+        for name in ["image-formats", "text"] {
+            let all: Vec<Value> = serde_json::from_slice(
+                &std::fs::read(root.join(format!("fixtures/expected/{name}.json"))).unwrap(),
+            )
+            .unwrap();
+            if let Some(e) = all.iter().find(|e| e["file"] == file) {
+                return e["expect"].clone();
+            }
+        }
+        panic!("no expected values for {file}")
+    };
+    let (tga, tga_bare, md, md_bare) = (&results[0], &results[1], &results[2], &results[3]);
+    assert_eq!(tga["status"], "ok", "{tga}");
+    assert_matches(&tga["metadata"], &expected("image/tga-rle.tga"), "head.TGA");
+    assert_eq!(tga_bare["error"]["code"], "unsupported_format", "{tga_bare}");
+    assert_eq!(md["status"], "ok", "{md}");
+    assert_matches(&md["metadata"], &expected("text/notes-plain.md"), "notes.md");
+    assert_eq!(md_bare["metadata"]["mime"], "text/plain", "{md_bare}");
+}

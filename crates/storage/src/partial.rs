@@ -40,6 +40,18 @@ pub(crate) enum Origin {
     Local(PathBuf),
 }
 
+impl Origin {
+    /// The object's extension, for the temp file's name ([`temp::extension_hint`]).
+    pub(crate) fn extension_hint(&self) -> Option<String> {
+        match self {
+            Origin::Signed(url) => {
+                url::Url::parse(url.expose()).ok().and_then(|u| temp::extension_hint(u.path()))
+            }
+            Origin::Local(path) => path.file_name().and_then(|n| n.to_str()).and_then(temp::extension_hint),
+        }
+    }
+}
+
 /// An object being read range by range. The temp file has the object's full size from
 /// the first read on; only the ranges returned by [`PartialAsset::open`] and
 /// [`PartialAsset::fetch`] hold its bytes. Dropping it removes the file.
@@ -101,7 +113,7 @@ impl Storage {
     /// [`Storage::download_signed`].
     pub(crate) async fn read_once(&self, origin: &Origin, want: Want) -> Result<TempAsset, StorageError> {
         let cfg = &self.inner.config;
-        let (file, path) = temp::new_file(&cfg.temp_dir)
+        let (file, path) = temp::new_file(&cfg.temp_dir, origin.extension_hint().as_deref())
             .map_err(|e| StorageError::io("creating a temp file", e))?
             .into_parts();
         let out = Writer { file: &file, placement: Placement::FromStart, max_bytes: cfg.max_asset_bytes };
@@ -160,7 +172,7 @@ impl Storage {
         first: u64,
     ) -> Result<(PartialAsset, Range<u64>), StorageError> {
         let cfg = &self.inner.config;
-        let (file, path) = temp::new_file(&cfg.temp_dir)
+        let (file, path) = temp::new_file(&cfg.temp_dir, origin.extension_hint().as_deref())
             .map_err(|e| StorageError::io("creating a temp file", e))?
             .into_parts();
         let mut asset = PartialAsset {

@@ -53,12 +53,28 @@ fn process_is_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") { Path::new("/proc").join(pid.to_string()).exists() } else { false }
 }
 
-/// A new private (0600) file in `dir`, removed when dropped.
-pub(crate) fn new_file(dir: &Path) -> io::Result<NamedTempFile> {
+/// A new private (0600) file in `dir`, removed when dropped. It ends in the object's
+/// extension when it has a plain one ([`extension_hint`]), else `.part`: the probe reads
+/// a name only as a hint where the bytes alone cannot tell (a TGA header without its
+/// footer, Markdown without a heading or link), as it does for a named file.
+pub(crate) fn new_file(dir: &Path, extension: Option<&str>) -> io::Result<NamedTempFile> {
+    let suffix = format!(".{}", extension.unwrap_or("part"));
     tempfile::Builder::new()
         .prefix(&format!("{PREFIX}{}-", std::process::id()))
-        .suffix(".part")
+        .suffix(&suffix)
         .tempfile_in(dir)
+}
+
+/// The extension of the last segment of an object name or URL path (query and fragment
+/// left out), lowercase, when it is 1 to 8 ASCII letters and digits; anything else is
+/// no hint. It is the customer's text: nothing but those characters reaches a file name.
+pub(crate) fn extension_hint(name: &str) -> Option<String> {
+    let name = name.split(['?', '#']).next().unwrap_or_default();
+    let last = name.rsplit('/').next().unwrap_or_default();
+    let (stem, ext) = last.rsplit_once('.')?;
+    let plain =
+        !stem.is_empty() && (1..=8).contains(&ext.len()) && ext.bytes().all(|b| b.is_ascii_alphanumeric());
+    plain.then(|| ext.to_ascii_lowercase())
 }
 
 /// A downloaded object in the private temp directory. [`TempAsset::delete`] removes it
@@ -110,7 +126,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("w");
         prepare_dir(&dir).unwrap();
-        let f = new_file(&dir).unwrap();
+        let f = new_file(&dir, None).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -124,15 +140,46 @@ mod tests {
     #[test]
     fn dropping_or_deleting_removes_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let a = TempAsset::new(new_file(dir.path()).unwrap().into_temp_path(), 0, 0);
+        let a = TempAsset::new(new_file(dir.path(), None).unwrap().into_temp_path(), 0, 0);
         let p = a.path_buf();
         assert!(p.exists());
         drop(a);
         assert!(!p.exists());
-        let b = TempAsset::new(new_file(dir.path()).unwrap().into_temp_path(), 0, 0);
+        let b = TempAsset::new(new_file(dir.path(), None).unwrap().into_temp_path(), 0, 0);
         let p = b.path_buf();
         b.delete().unwrap();
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_plain_extension_of_the_object_is_kept_and_nothing_else() {
+        for (name, want) in [
+            ("scans/head.TGA", Some("tga")),
+            ("https://b.s3.amazonaws.com/a/notes.md?X-Amz-Signature=00#frag", Some("md")),
+            ("/container/dir.v2/clip.mp4", Some("mp4")),
+            ("archive.tar.gz", Some("gz")),
+            ("dir.v2/no-extension", None),
+            (".tga", None),
+            ("name.", None),
+            ("name.toolongext", None),
+            ("name.t-a", None),
+            ("name.%2e%2e", None),
+            ("name.ümlaut", None),
+            ("key.x?y=.tga", Some("x")),
+            ("", None),
+        ] {
+            assert_eq!(extension_hint(name).as_deref(), want, "{name}");
+        }
+        // With a hint the file ends in it, and is still ours to sweep (the prefix).
+        let dir = tempfile::tempdir().unwrap();
+        let f = new_file(dir.path(), Some("tga")).unwrap().into_temp_path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_owned();
+        assert!(name.starts_with(&format!("mw-{}-", std::process::id())) && name.ends_with(".tga"), "{name}");
+        let left = dir.path().join("mw-0-abc.tga");
+        fs::write(&left, b"x").unwrap();
+        // The sweep (at start, before any file of this process exists) takes both.
+        assert_eq!(sweep(dir.path()).unwrap(), 2);
+        assert!(!left.exists() && !f.exists());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! HTTPS with a certificate made for the run, seeded with an account SAS of our own
 //! (not the worker's signer).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -28,11 +28,7 @@ pub fn azurite_bin() -> Option<PathBuf> {
     if local.is_file() {
         return Some(local);
     }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join("azurite-blob"))
-        .find(|p| p.is_file())
+    super::on_path("azurite-blob")
 }
 
 /// A certificate authority and a certificate for 127.0.0.1 it signed, made with the

@@ -49,7 +49,7 @@ pub fn s3s_bin() -> Option<PathBuf> {
     if local.is_file() {
         return Some(local);
     }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("s3s-fs")).find(|p| p.is_file())
+    on_path("s3s-fs")
 }
 
 /// A free port in 21000-21999, the range these tests' servers use. Each call hands out
@@ -132,13 +132,12 @@ pub fn moto_bin() -> Option<PathBuf> {
         .into_iter()
         .map(|v| v.join("bin/moto_server"))
         .find(|p| p.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH")?
-                .to_str()?
-                .split(':')
-                .map(|d| Path::new(d).join("moto_server"))
-                .find(|p| p.is_file())
-        })
+        .or_else(|| on_path("moto_server"))
+}
+
+/// A program of that name in a directory of `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// A moto server of the test's own on a free port: S3 as AWS answers it, bucket CORS
